@@ -1,0 +1,98 @@
+"""Typed views of the composed config, checked before any model or data loads.
+
+Hydra composes plain YAML; these helpers turn a group into a dataclass and turn every bad value
+into one line naming the key, the value and what is allowed (a ConfigError).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from peftbench.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """True where the CPU has native bf16 matmul (AVX512-BF16 or AMX); elsewhere bf16 autocast is slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def auto_precision() -> str:
+    """Lightning precision flag: bf16 autocast where the hardware runs it natively, fp32 elsewhere."""
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    if torch.backends.mps.is_available():
+        return "32-true"
+    return "bf16-mixed" if cpu_has_bf16() else "32-true"
+
+
+def fixture_path(relative: str) -> str:
+    """Absolute path of a task fixture shipped inside the package (peftbench/tasks/fixtures/)."""
+    return str(Path(__file__).resolve().parent / "tasks" / "fixtures" / relative)
+
+
+def register_resolvers() -> None:
+    for name, function in (("peftbench.precision", auto_precision), ("peftbench.fixture", fixture_path)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, function)
+
+
+register_resolvers()
+
+
+def _check_type(value: Any, annotation: Any) -> bool:
+    """Loose runtime check of a dataclass annotation (enough for config values)."""
+    if annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_check_type(value, arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
+    if origin in (list, tuple):
+        return isinstance(value, list | tuple | ListConfig)
+    if origin is dict:
+        return isinstance(value, dict | DictConfig)
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def dataclass_from_cfg(cls: type[T], cfg: DictConfig | dict, prefix: str) -> T:
+    """Build dataclass ``cls`` from a config node, naming ``prefix.key`` in every error."""
+    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise ConfigError(f"{prefix}.{unknown[0]}: unknown key; allowed: {', '.join(sorted(fields))}")
+    for key, value in data.items():
+        if not _check_type(value, hints[key]):
+            allowed = (
+                typing.get_args(hints[key]) if typing.get_origin(hints[key]) is typing.Literal else hints[key]
+            )
+            raise ConfigError(f"{prefix}.{key}={value!r}: expected {allowed}")
+    try:
+        return cls(**data)
+    except TypeError as error:  # a required key is missing
+        raise ConfigError(f"{prefix}: {error}") from None

@@ -1,0 +1,1 @@
+"""Efficiency measurements (eff/ namespace): parameters, memory, throughput, time, size on disk."""

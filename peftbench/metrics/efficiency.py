@@ -1,0 +1,103 @@
+"""The EfficiencyMonitor callback: what a run costs, measured the same way for every method.
+
+Cheap by design (bench/overhead.py measures it): per step it reads a clock and adds two numbers
+kept on the device; the only host sync is at the end of training (plus a CUDA sync per timed
+step on GPU, where timings would otherwise measure kernel launches, not work).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+import torch
+
+from peftbench.methods.base import logical_numel
+from peftbench.metrics import memory
+
+
+class EfficiencyMonitor(L.Callback):
+    """Parameters, training throughput (samples/s, non-padding tokens/s), peak memory, wall time."""
+
+    def __init__(self, warmup_steps: int = 5) -> None:
+        self.warmup_steps = warmup_steps  # timed steps skipped at the start (allocator, autotuning, caches)
+        self.figures: dict[str, float] = {}
+        self._reset_timers()
+
+    def _reset_timers(self) -> None:
+        self._last: float | None = None
+        self._steps_seen = 0
+        self._timed_steps = 0
+        self._timed_seconds = 0.0
+        self._timed_samples = 0
+        self._timed_tokens: torch.Tensor | int = 0
+        self._fit_start = 0.0
+
+    @staticmethod
+    def _now(trainer: L.Trainer) -> float:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    # --- fit ----------------------------------------------------------------------------------------------------
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._reset_timers()
+        model = pl_module.model
+        trainable = pl_module.method.trainable_parameter_count(model)
+        total = sum(logical_numel(p) for p in model.parameters())
+        self.figures.update(
+            {
+                "trainable_params": trainable,
+                "total_params": total,
+                "trainable_ratio_pct": 100.0 * trainable / total if total else 0.0,
+            }
+        )
+        self.figures["peak_mem_source"] = memory.reset_peak()  # type: ignore[assignment]
+        self._fit_start = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        now = self._now(trainer)
+        self._steps_seen += 1
+        # The interval from the previous step end includes data loading, forward, backward and the optimizer.
+        if self._last is not None and self._steps_seen > self.warmup_steps:
+            self._timed_steps += 1
+            self._timed_seconds += now - self._last
+            self._timed_samples += int(batch["input_ids"].shape[0])
+            if "attention_mask" in batch:
+                self._timed_tokens = self._timed_tokens + batch["attention_mask"].sum()
+            else:
+                self._timed_tokens = self._timed_tokens + batch["input_ids"].numel()
+        self._last = now
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Restart the step clock: validation time must not count as training time.
+        if trainer.state.fn == "fit" and self._last is not None:
+            self._last = self._now(trainer)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        seconds = self._timed_seconds
+        tokens = (
+            int(self._timed_tokens.item())
+            if isinstance(self._timed_tokens, torch.Tensor)
+            else self._timed_tokens
+        )
+        peaks = memory.peak_mb()
+        self.figures.update(
+            {
+                "train_time_s": time.perf_counter() - self._fit_start,
+                "timed_steps": self._timed_steps,
+                "train_samples_per_s": self._timed_samples / seconds if seconds else float("nan"),
+                "train_tokens_per_s": tokens / seconds if seconds else float("nan"),
+                "train_step_time_ms": 1000 * seconds / self._timed_steps
+                if self._timed_steps
+                else float("nan"),
+                "peak_mem_mb": peaks.get("peak_cuda_allocated_mb", peaks["peak_rss_mb"]),
+                **peaks,
+            }
+        )
+        numeric = {f"eff/{k}": float(v) for k, v in self.figures.items() if isinstance(v, int | float)}
+        for logger in trainer.loggers:
+            logger.log_metrics(numeric, step=trainer.global_step)

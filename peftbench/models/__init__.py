@@ -1,0 +1,1 @@
+"""Backbones (loading, tiny test models) and the one LightningModule every method trains through."""

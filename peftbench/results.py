@@ -1,0 +1,203 @@
+"""One versioned JSON per run: what was run, on what, how it scored and what it cost.
+
+Files are written atomically (temporary file in the same folder, then ``os.replace``), so a
+crashed run leaves either a complete result or none. The run id hashes the resolved config minus
+where things are written, so the same run gets the same id on any machine (sweeps resume by it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+SCHEMA_VERSION = 1
+# Top-level config keys that say where or how to log, not what is computed: left out of the run id.
+RUN_ID_EXCLUDED_KEYS = ("paths", "hydra", "logger", "print_summary")
+TRACKED_PACKAGES = (
+    "peftbench",
+    "torch",
+    "lightning",
+    "transformers",
+    "peft",
+    "datasets",
+    "torchmetrics",
+    "hydra-core",
+    "bitsandbytes",
+)
+STATUSES = ("ok", "failed", "diverged", "oom", "killed")
+
+
+class ResultSchemaError(ValueError):
+    """A file that is not a peftbench result of a schema version this code reads."""
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    task: str
+    model: str
+    method: str
+    seed: int
+    status: str = "ok"
+    study: str | None = None
+    variant: str = "default"
+    error: str | None = None
+    test: dict[str, float] = field(default_factory=dict)  # checkpoint chosen by the validation monitor
+    test_last: dict[str, float] = field(default_factory=dict)  # the final weights, for comparison
+    val_best: dict[str, float] = field(default_factory=dict)
+    selection: dict[str, Any] = field(default_factory=dict)  # monitor, mode, best step, checkpoint
+    efficiency: dict[str, Any] = field(default_factory=dict)  # the eff/ figures, without the prefix
+    data: dict[str, Any] = field(default_factory=dict)  # split sizes and seeds
+    precision: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    started_at: str | None = None
+    ended_at: str | None = None
+    output_dir: str | None = None
+    sweep_dir: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunResult:
+        if not isinstance(data, dict) or "schema_version" not in data:
+            raise ResultSchemaError("not a peftbench result (no schema_version)")
+        if data["schema_version"] != SCHEMA_VERSION:
+            raise ResultSchemaError(
+                f"schema_version {data['schema_version']} (this peftbench reads {SCHEMA_VERSION})"
+            )
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ResultSchemaError(f"unknown keys {unknown}")
+        if data.get("status") not in STATUSES:
+            raise ResultSchemaError(f"status {data.get('status')!r} not in {STATUSES}")
+        return cls(**data)
+
+    @property
+    def filename(self) -> str:
+        return f"{self.task}__{self.model}__{self.method}__seed{self.seed}__{self.run_id}.json"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and value != value:  # NaN is not JSON
+        return None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def write_result(result: RunResult, results_dir: str | Path) -> Path:
+    """Write atomically: readers see the old file or the complete new one, never half of it."""
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    target = results_dir / result.filename
+    text = json.dumps(_jsonable(result.to_dict()), indent=2, sort_keys=False, allow_nan=False)
+    with tempfile.NamedTemporaryFile(
+        "w", dir=results_dir, prefix=".tmp-", suffix=".json", delete=False
+    ) as handle:
+        handle.write(text + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(handle.name, target)
+    return target
+
+
+def read_result(path: str | Path) -> RunResult:
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as error:
+        raise ResultSchemaError(f"not valid JSON ({error.msg} at line {error.lineno})") from None
+    return RunResult.from_dict(data)
+
+
+def identity_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config with output locations masked: what defines the run's identity."""
+    masked = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    if "paths" in masked:
+        for key in list(masked.paths):
+            masked.paths[key] = f"<paths.{key}>"
+    masked.pop("hydra", None)
+    data = OmegaConf.to_container(masked, resolve=True)
+    return {k: v for k, v in data.items() if k not in RUN_ID_EXCLUDED_KEYS}
+
+
+def compute_run_id(cfg: DictConfig) -> str:
+    """Stable across machines and output folders: sha256 of the identity config, 12 hex digits."""
+    text = json.dumps(identity_config(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def git_state(cwd: str | Path | None = None) -> dict[str, Any]:
+    cwd = cwd or Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=True,
+            ).stdout.strip()
+        )
+        return {"git_commit": commit, "git_dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_dirty": None}
+
+
+def provenance() -> dict[str, Any]:
+    import torch
+
+    packages = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = None
+    device: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        device["cuda_device"] = torch.cuda.get_device_name(0)
+        device["cuda_version"] = torch.version.cuda
+    return {**git_state(), "packages": packages, "python": platform.python_version(), "device": device}
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def load_results(results_dir: str | Path) -> tuple[list[RunResult], list[tuple[Path, str]]]:
+    """Every readable result under a folder, and (path, reason) for each file skipped."""
+    results, skipped = [], []
+    for path in sorted(Path(results_dir).rglob("*.json")):
+        if path.name.startswith(".tmp-"):
+            continue
+        try:
+            results.append(read_result(path))
+        except (ResultSchemaError, TypeError, OSError) as error:
+            skipped.append((path, str(error)))
+    return results, skipped

@@ -1,0 +1,1 @@
+"""Tasks as data: a YAML validated into TaskConfig, loaded through datasets' builders."""

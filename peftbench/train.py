@@ -1,0 +1,268 @@
+"""The entry point: compose -> validate -> seed -> data, model, method -> fit -> test -> result file.
+
+``peftbench-train`` (or ``python -m peftbench.train``) is a Hydra app: every config group can be
+switched on the command line and ``-m`` sweeps over them.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import save_file
+from torchmetrics import MetricCollection
+
+from peftbench import config as _config  # noqa: F401  (registers the config resolvers)
+from peftbench.errors import ConfigError
+from peftbench.methods import METHODS, Method, ModelContext, TrainingHooks
+from peftbench.metrics import memory
+from peftbench.metrics.efficiency import EfficiencyMonitor
+from peftbench.models.backbone import (
+    ModelConfig,
+    load_hf_config,
+    load_model,
+    load_tokenizer,
+    model_fingerprint,
+)
+from peftbench.models.module import PeftBenchModule
+from peftbench.resources import config_dir
+from peftbench.results import RunResult, compute_run_id, provenance, utc_now, write_result
+from peftbench.tasks.config import TaskConfig
+from peftbench.tasks.datamodule import TaskDataModule
+
+log = logging.getLogger("peftbench")
+# Keys every method YAML may carry besides its implementation's own arguments.
+METHOD_COMMON_KEYS = ("name", "impl", "lr", "lr_source", "paper")
+
+
+def build_method(method_cfg: DictConfig) -> Method:
+    """Instantiate the registered implementation named by ``method.impl`` with the YAML's other keys."""
+    for key in ("name", "impl"):
+        if not method_cfg.get(key):
+            raise ConfigError(f"method.{key}: missing; every method YAML sets name and impl")
+    cls = METHODS.get(method_cfg.impl)
+    resolved = OmegaConf.to_container(method_cfg, resolve=True)
+    arguments = {k: v for k, v in resolved.items() if k not in METHOD_COMMON_KEYS}
+    arguments = instantiate(arguments, _convert_="all") if arguments else {}
+    try:
+        return cls(name=method_cfg.name, **arguments)
+    except TypeError as error:
+        raise ConfigError(f"method ({method_cfg.impl}): {error}") from None
+
+
+def build_regularizers(cfg: DictConfig) -> list[TrainingHooks]:
+    regularizer = cfg.get("regularizer")
+    if not regularizer or regularizer.get("_target_") is None:
+        return []
+    resolved = OmegaConf.to_container(regularizer, resolve=True)
+    return [instantiate({k: v for k, v in resolved.items() if k != "name"}, _convert_="all")]
+
+
+def model_context(model_cfg: ModelConfig, task: TaskConfig, hf_config: Any) -> ModelContext:
+    return ModelContext(
+        architecture=model_cfg.architecture,
+        head_modules=list(model_cfg.head_modules),
+        layers_path=model_cfg.layers_path,
+        num_layers=int(getattr(hf_config, "num_hidden_layers", 0)),
+        task_type=task.peft_task_type,
+    )
+
+
+def _instantiate_dict(node: DictConfig | None) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a group like ``callbacks`` or ``logger`` (None entries skip)."""
+    if not node:
+        return []
+    return [instantiate(value) for value in node.values() if value and value.get("_target_")]
+
+
+def run(cfg: DictConfig) -> RunResult:
+    """Train and evaluate one configuration; always leaves a result file (status ok or failed)."""
+    started_at = utc_now()
+    run_id = compute_run_id(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    sweep_dir = None
+    if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
+        sweep_dir = str(Path(HydraConfig.get().sweep.dir).resolve())
+    result = RunResult(
+        run_id=run_id,
+        task=cfg.task.name,
+        model=cfg.model.name,
+        method=cfg.method.name,
+        seed=int(cfg.seed),
+        study=cfg.get("study"),
+        config=OmegaConf.to_container(cfg, resolve=True),
+        started_at=started_at,
+        output_dir=str(output_dir.resolve()),
+        sweep_dir=sweep_dir,
+        precision=str(cfg.trainer.get("precision")),
+    )
+    # Validation happens before the try: a bad config is the user's to fix, not a failed run to record.
+    task = TaskConfig.from_cfg(cfg.task)
+    model_cfg = ModelConfig.from_cfg(cfg.model)
+    method = build_method(cfg.method)
+    try:
+        _train_and_test(cfg, task, model_cfg, method, result)
+        result.status = "ok"
+    except Exception as error:
+        result.status = "failed"
+        result.error = f"{type(error).__name__}: {error}"
+        log.error("run failed:\n%s", traceback.format_exc())
+        raise
+    finally:
+        result.ended_at = utc_now()
+        result.provenance = {**provenance(), **result.provenance}
+        path = write_result(result, cfg.paths.results_dir)
+        result.provenance["result_path"] = str(path)
+    return result
+
+
+@dataclass
+class PreparedRun:
+    """Everything built for one run before training starts (tests and benchmarks reuse it)."""
+
+    task: TaskConfig
+    model_cfg: ModelConfig
+    method: Method
+    module: PeftBenchModule
+    datamodule: TaskDataModule
+    trainer: L.Trainer
+    load_figures: dict[str, float]
+
+
+def prepare(
+    cfg: DictConfig,
+    task: TaskConfig | None = None,
+    model_cfg: ModelConfig | None = None,
+    method: Method | None = None,
+) -> PreparedRun:
+    """Seed, load data, tokenizer and model, apply the method, build the module and the trainer."""
+    task = task or TaskConfig.from_cfg(cfg.task)
+    model_cfg = model_cfg or ModelConfig.from_cfg(cfg.model)
+    method = method or build_method(cfg.method)
+    memory.reset_peak()
+    L.seed_everything(int(cfg.seed), workers=True)
+
+    # Cheap checks first: architecture config, tokenizer and data come before any weights load.
+    hf_config = load_hf_config(model_cfg, task.num_labels)
+    context = model_context(model_cfg, task, hf_config)
+    method.validate(context)
+    if task.max_length > model_cfg.max_positions:
+        raise ConfigError(
+            f"task.max_length={task.max_length}: model {model_cfg.name} allows at most "
+            f"{model_cfg.max_positions}"
+        )
+    tokenizer = load_tokenizer(model_cfg)
+    datamodule = TaskDataModule(task, tokenizer)
+    datamodule.setup()
+
+    model, new_weights = load_model(model_cfg, hf_config, tokenizer.pad_token_id)
+    stray = sorted({n.rsplit(".", 1)[0] for n in new_weights} - set(context.head_modules))
+    if stray:  # freshly initialised weights outside the head would stay random under most methods
+        log.warning("weights initialised from scratch outside model.head_modules: %s", stray)
+    load_figures = memory.peak_mb()
+    model = method.apply(model, context)
+
+    metrics = MetricCollection({name: instantiate(spec) for name, spec in task.metrics.items()})
+    optimizer_cfg = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    weight_decay = float(optimizer_cfg.pop("weight_decay", 0.0))
+    module = PeftBenchModule(
+        model=model,
+        method=method,
+        metrics=metrics,
+        optimizer_factory=instantiate(optimizer_cfg, _partial_=True),
+        weight_decay=weight_decay,
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
+        regularizers=build_regularizers(cfg),
+        task_type=task.type,
+    )
+    callbacks = _instantiate_dict(cfg.get("callbacks"))
+    loggers = _instantiate_dict(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return PreparedRun(task, model_cfg, method, module, datamodule, trainer, load_figures)
+
+
+def _train_and_test(
+    cfg: DictConfig, task: TaskConfig, model_cfg: ModelConfig, method: Method, result: RunResult
+) -> None:
+    prepared = prepare(cfg, task, model_cfg, method)
+    module, datamodule, trainer = prepared.module, prepared.datamodule, prepared.trainer
+    result.data = {"split_seed": task.split_seed, "sizes": datamodule.split_sizes()}
+    trainer.fit(module, datamodule=datamodule)
+
+    efficiency = next((c for c in trainer.callbacks if isinstance(c, EfficiencyMonitor)), None)
+    checkpoint = trainer.checkpoint_callback
+    best_path = getattr(checkpoint, "best_model_path", "") if checkpoint else ""
+    result.val_best = _val_best(trainer, checkpoint)
+    if cfg.run_test:
+        result.test_last = _floats(trainer.test(module, datamodule=datamodule, verbose=False)[0])
+        if best_path:
+            result.test = _floats(
+                trainer.test(module, datamodule=datamodule, ckpt_path=best_path, verbose=False)[0]
+            )
+        else:  # no checkpointing (fast_dev_run): the last weights are all there is
+            result.test = dict(result.test_last)
+    result.selection = {
+        "monitor": task.monitor,
+        "mode": task.monitor_mode,
+        "rule": "best_validation",
+        "best_checkpoint": best_path or None,
+        "chosen": "best" if best_path else "last",
+        "global_steps": trainer.global_step,
+    }
+
+    figures = dict(efficiency.figures) if efficiency else {}
+    figures["peak_mem_load_rss_mb"] = prepared.load_figures["peak_rss_mb"]
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    weights_path = output_dir / "trainable.safetensors"
+    weights = {
+        name: tensor.contiguous().cpu() for name, tensor in method.trainable_state_dict(module.model).items()
+    }
+    save_file(weights, str(weights_path))
+    figures["trainable_disk_mb"] = weights_path.stat().st_size / 2**20
+    result.efficiency = figures
+    result.provenance["model"] = model_fingerprint(model_cfg)
+
+
+def _floats(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def _val_best(trainer: L.Trainer, checkpoint: Any) -> dict[str, float]:
+    if checkpoint is None or getattr(checkpoint, "best_model_score", None) is None:
+        return {}
+    return {checkpoint.monitor: float(checkpoint.best_model_score)}
+
+
+def print_summary(result: RunResult) -> None:
+    eff = result.efficiency
+    headline = result.config["task"]["headline"]
+    score = result.test.get(f"test/{headline}")
+    print(
+        f"\n{result.method} on {result.task} ({result.model}): trainable {eff.get('trainable_params', 0):,} "
+        f"({eff.get('trainable_ratio_pct', float('nan')):.3f} %), test {headline} "
+        f"{'n/a' if score is None else f'{score:.4f}'}, {eff.get('train_samples_per_s', float('nan')):.1f} samples/s, "
+        f"peak {eff.get('peak_mem_mb', float('nan')):.0f} MiB, train {eff.get('train_time_s', float('nan')):.0f} s\n"
+        f"result: {result.provenance.get('result_path')}"
+    )
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    result = run(cfg)
+    if cfg.get("print_summary", True):
+        print_summary(result)
+    # What a Hydra sweeper optimises: the validation monitor of the chosen checkpoint.
+    return next(iter(result.val_best.values()), None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Shared test helpers: compose the real configs offline, on tiny models, into a temporary folder."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+import peftbench.config  # noqa: F401  (registers resolvers)
+from peftbench.resources import config_dir
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+CONF = config_dir()
+METHOD_NAMES = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
+TASK_NAMES = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
+TINY_DEFAULTS = ("model=tiny-bert", "task=synthetic", "logger=none", "trainer.precision=32-true")
+
+
+def compose_config(
+    overrides: Sequence[str] = (), tmp_path: Path | None = None, tiny: bool = True
+) -> DictConfig:
+    """The config `peftbench-train <overrides>` would run, with outputs under tmp_path."""
+    GlobalHydra.instance().clear()
+    extra = list(TINY_DEFAULTS) if tiny else []
+    if tmp_path is not None:
+        extra += [f"paths.output_dir={tmp_path}/out", f"paths.results_dir={tmp_path}/results"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[*extra, *overrides])
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+def use_fixture(cfg: DictConfig) -> DictConfig:
+    """Swap a task's source for its local fixture (same columns), as an offline stand-in."""
+    if cfg.task.get("fixture"):
+        with open_dict(cfg):
+            cfg.task.source = OmegaConf.to_container(cfg.task.fixture, resolve=True)
+    return cfg
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    def factory(*overrides: str, tiny: bool = True) -> DictConfig:
+        return compose_config(overrides, tmp_path, tiny=tiny)
+
+    return factory
