@@ -16,6 +16,7 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import save_file
 from torchmetrics import MetricCollection
@@ -185,6 +186,8 @@ def prepare(
     )
     callbacks = _instantiate_dict(cfg.get("callbacks"))
     loggers = _instantiate_dict(cfg.get("logger"))
+    if not loggers:  # Lightning refuses a learning-rate monitor with nothing to log to (logger=none)
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return PreparedRun(task, model_cfg, method, module, datamodule, trainer, load_figures)
 

@@ -14,6 +14,7 @@ class PeftbenchSearchPathPlugin(SearchPathPlugin):
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
         from peftbench.resources import config_dir, resource_root
 
-        ours = {f"file://{config_dir()}", f"file://{config_dir()}/"}
-        if any(entry.path in ours for entry in search_path.get_path()):
+        ours = str(config_dir()).rstrip("/")
+        # Entries may or may not carry the file:// scheme, depending on how the app was started.
+        if any((entry.path or "").removeprefix("file://").rstrip("/") == ours for entry in search_path.get_path()):
             search_path.append(provider="peftbench-experiments", path=f"file://{resource_root()}")

@@ -1,0 +1,123 @@
+"""The one training loop: every method runs, freezes what it should, and writes a complete result."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import METHOD_NAMES, compose_config
+
+from peftbench.results import RunResult, compute_run_id, read_result, write_result
+from peftbench.train import prepare, run
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_fast_dev_run_every_method(name: str, make_cfg) -> None:
+    result = run(make_cfg(f"method={name}", "debug=fast_dev_run"))
+    assert result.status == "ok"
+    assert "test/accuracy" in result.test
+    assert result.efficiency["trainable_params"] > 0
+    assert Path(result.provenance["result_path"]).is_file()
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_frozen_weights_stay_bit_identical_and_trainable_ones_move(name: str, make_cfg) -> None:
+    cfg = make_cfg(f"method={name}", "debug=smoke", "optimizer.lr=1e-2", "callbacks.model_checkpoint=null")
+    prepared = prepare(cfg)
+    model = prepared.module.model
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable, f"{name} trains nothing"
+    prepared.trainer.fit(prepared.module, datamodule=prepared.datamodule)
+    after = dict(model.named_parameters())
+    frozen_moved = [n for n in before if n not in trainable and not torch.equal(before[n], after[n])]
+    assert not frozen_moved, f"frozen parameters changed: {frozen_moved[:5]}"
+    unchanged = [n for n in trainable if torch.equal(before[n], after[n])]
+    # Zero-initialised factors (LoRA's B) only move once the other factor's gradient reaches them;
+    # every trainable tensor must still have moved after four steps at a large learning rate.
+    assert not unchanged, f"trainable parameters that never moved: {unchanged[:5]}"
+
+
+def test_lora_trainable_count_matches_formula(make_cfg) -> None:
+    cfg = make_cfg("method=lora", "debug=fast_dev_run")
+    prepared = prepare(cfg)
+    hidden, layers, labels = 32, 2, 2
+    r = cfg.method.peft_config.r
+    targets = len(cfg.method.peft_config.target_modules)  # query, value: square hidden x hidden
+    lora = layers * targets * (r * hidden + hidden * r)
+    head = hidden * labels + labels  # classifier weight + bias
+    count = prepared.method.trainable_parameter_count(prepared.module.model)
+    assert count == lora + head
+
+
+def test_head_only_trains_exactly_the_head(make_cfg) -> None:
+    prepared = prepare(make_cfg("method=head_only", "debug=fast_dev_run"))
+    trainable = [n for n, p in prepared.module.model.named_parameters() if p.requires_grad]
+    assert sorted(trainable) == ["classifier.bias", "classifier.weight"]
+
+
+def test_result_round_trips_and_run_id_is_stable(tmp_path: Path) -> None:
+    cfg_a = compose_config(["method=lora", "debug=smoke"], tmp_path / "a")
+    cfg_b = compose_config(["method=lora", "debug=smoke"], tmp_path / "b")  # other output folders, same run
+    assert compute_run_id(cfg_a) == compute_run_id(cfg_b)
+    seed_7 = compose_config(["method=lora", "debug=smoke", "seed=7"], tmp_path / "a")
+    assert compute_run_id(cfg_a) != compute_run_id(seed_7)
+    result = run(compose_config(["method=lora", "debug=smoke"], tmp_path))
+    assert result.run_id == compute_run_id(cfg_a)
+    loaded = read_result(result.provenance["result_path"])
+    assert loaded.to_dict() == json.loads(json.dumps(loaded.to_dict()))
+    assert loaded.run_id == result.run_id and loaded.status == "ok"
+    assert loaded.test and loaded.test_last and loaded.val_best
+    for key in ("trainable_params", "total_params", "trainable_ratio_pct", "peak_mem_mb", "train_samples_per_s",
+                "train_tokens_per_s", "train_time_s", "trainable_disk_mb"):
+        assert key in loaded.efficiency, key
+    assert loaded.provenance["packages"]["torch"]
+    assert loaded.config["method"]["name"] == "lora"
+    assert loaded.precision == "32-true"
+
+
+def test_write_is_atomic(tmp_path: Path, monkeypatch) -> None:
+    result = RunResult(run_id="abc", task="t", model="m", method="x", seed=0)
+    path = write_result(result, tmp_path)
+
+    def broken_dumps(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("peftbench.results.json.dumps", broken_dumps)
+    with pytest.raises(RuntimeError):
+        write_result(RunResult(run_id="abc", task="t", model="m", method="x", seed=0, status="failed"), tmp_path)
+    assert read_result(path).status == "ok"  # the old complete file is untouched
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # and no partial file is left
+
+
+def test_crashing_run_leaves_a_failed_result(make_cfg, monkeypatch, tmp_path: Path) -> None:
+    def explode(*args, **kwargs):
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr("lightning.pytorch.Trainer.fit", explode)
+    cfg = make_cfg("method=lora", "debug=smoke")
+    with pytest.raises(RuntimeError, match="injected"):
+        run(cfg)
+    (path,) = Path(cfg.paths.results_dir).glob("*.json")
+    result = read_result(path)
+    assert result.status == "failed" and "injected failure" in result.error
+
+
+def test_multirun_writes_one_result_per_job_with_its_own_peak(tmp_path: Path) -> None:
+    command = [
+        sys.executable, "-m", "peftbench.train", "-m", "method=full,head_only", "model=tiny-bert", "task=synthetic",
+        "logger=none", "debug=smoke", f"paths.results_dir={tmp_path}/results", f"hydra.sweep.dir={tmp_path}/sweep",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = sorted((read_result(p) for p in (tmp_path / "results").glob("*.json")), key=lambda r: r.method)
+    assert [r.method for r in results] == ["full", "head_only"]
+    for result in results:
+        assert result.status == "ok" and result.sweep_dir == str((tmp_path / "sweep").resolve())
+        assert result.efficiency["peak_mem_source"] == "vmhwm"
+        assert result.efficiency["peak_mem_mb"] > 0
+    assert "| method" in done.stdout and "head_only" in done.stdout  # the end-of-sweep comparison table
