@@ -1,0 +1,42 @@
+# peftbench: the two commands a fresh machine needs are `make demo` and `make test`.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+# torch first: a CPU wheel of 2.13.0 may lie on disk here, and the project's range (>=2.4,<3) then adds nothing.
+# An unpinned torch would pull the multi-GB CUDA build on Linux. Skipped when any torch is already installed.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install install-torch assets demo train test test-slow lint bench clean
+
+install-torch:
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
+
+install: install-torch
+	$(PIP) install -q -e ".[dev,qlora,gguf]"
+
+assets: install
+	peftbench-assets fetch
+
+# The main job: full, head-only, LoRA and IA3 on MiniLM + MR, then one comparison table.
+demo: assets
+	peftbench-train -m experiments=compare/four_methods
+
+# Single default run: LoRA on MiniLM + MR.
+train: assets
+	peftbench-train
+
+# The default suite (CPU, no network, < 10 min). pytest's exit code 5 (nothing collected) is a failure too.
+test: install
+	$(PYTHON) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# Slow tests on the real offline models and corpora (needs `make assets`).
+test-slow: assets
+	$(PYTHON) -m pytest -q -m slow
+
+lint:
+	ruff check . && ruff format --check .
+
+bench: install
+	$(PYTHON) bench/overhead.py
+
+clean:
+	rm -rf outputs multirun lightning_logs .pytest_cache .ruff_cache
