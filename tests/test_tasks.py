@@ -341,3 +341,10 @@ def test_eval_batches_are_length_sorted_and_cover_every_row() -> None:
     assert lengths == sorted(lengths, reverse=True)
     widths = [batch["input_ids"].shape[1] for batch in loader]
     assert widths == sorted(widths, reverse=True)
+
+
+def test_a_one_file_copy_of_a_glue_task_carves_validation_and_test() -> None:
+    fixture = compose_config(["task=rte"]).task.fixture.source.data_files.train
+    task = task_from("task=rte", f"task.path={fixture}", "task.split_ratios={validation: 0.25, test: 0.25}")
+    sizes = {split: len(rows) for split, rows in prepare_splits(task, load_source(task)).items()}
+    assert sizes == {"train": 13, "validation": 5, "test": 6}  # test first: 6 of 24; then 5 of 18

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Value, load_dataset
 from peftbench.errors import AssetMissingError, ConfigError
 from peftbench.tasks.config import TaskConfig
 
+log = logging.getLogger("peftbench")
 FETCH_HINT = "run `peftbench-assets fetch` (or `make assets`) to fetch the offline corpora"
 SPLITS = ("train", "validation", "test")
 
@@ -59,6 +61,9 @@ def prepare_splits(task: TaskConfig, raw: DatasetDict) -> DatasetDict:
         if source_split is not None and source_split not in available:
             if role not in ("validation", "test"):  # train and extra reported splits must exist
                 raise ConfigError(f"task.splits.{role}={source_split}: source has splits {sorted(available)}")
+            log.warning(
+                "task %s: source has no split %r for %s; carving it from train", task.name, source_split, role
+            )
             mapping[role] = None  # carved below
     data = {role: raw[source] for role, source in mapping.items() if source is not None}
     data = {role: _canonical_columns(task, dataset, mapping[role]) for role, dataset in data.items()}
