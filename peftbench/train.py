@@ -19,7 +19,6 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import save_file
-from torchmetrics import MetricCollection
 
 from peftbench import config as _config  # noqa: F401  (registers the config resolvers)
 from peftbench.errors import ConfigError
@@ -38,6 +37,7 @@ from peftbench.resources import config_dir
 from peftbench.results import RunResult, compute_run_id, provenance, utc_now, write_result
 from peftbench.tasks.config import TaskConfig
 from peftbench.tasks.datamodule import TaskDataModule
+from peftbench.tasks.metrics import build_metrics
 
 log = logging.getLogger("peftbench")
 # Keys every method YAML may carry besides its implementation's own arguments.
@@ -160,6 +160,7 @@ def prepare(
             f"task.max_length={task.max_length}: model {model_cfg.name} allows at most "
             f"{model_cfg.max_positions}"
         )
+    metrics = build_metrics(task.metrics, task.num_labels)  # an unloadable `evaluate` metric stops here
     tokenizer = load_tokenizer(model_cfg)
     datamodule = TaskDataModule(task, tokenizer)
     datamodule.setup()
@@ -171,7 +172,6 @@ def prepare(
     load_figures = memory.peak_mb()
     model = method.apply(model, context)
 
-    metrics = MetricCollection({name: instantiate(spec) for name, spec in task.metrics.items()})
     optimizer_cfg = OmegaConf.to_container(cfg.optimizer, resolve=True)
     weight_decay = float(optimizer_cfg.pop("weight_decay", 0.0))
     module = PeftBenchModule(
@@ -183,6 +183,7 @@ def prepare(
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
         regularizers=build_regularizers(cfg),
         task_type=task.type,
+        test_postfixes=task.test_postfixes,
     )
     callbacks = _instantiate_dict(cfg.get("callbacks"))
     loggers = _instantiate_dict(cfg.get("logger"))
@@ -205,11 +206,9 @@ def _train_and_test(
     best_path = getattr(checkpoint, "best_model_path", "") if checkpoint else ""
     result.val_best = _val_best(trainer, checkpoint)
     if cfg.run_test:
-        result.test_last = _floats(trainer.test(module, datamodule=datamodule, verbose=False)[0])
+        result.test_last = _test(trainer, module, datamodule)
         if best_path:
-            result.test = _floats(
-                trainer.test(module, datamodule=datamodule, ckpt_path=best_path, verbose=False)[0]
-            )
+            result.test = _test(trainer, module, datamodule, ckpt_path=best_path)
         else:  # no checkpointing (fast_dev_run): the last weights are all there is
             result.test = dict(result.test_last)
     result.selection = {
@@ -233,6 +232,14 @@ def _train_and_test(
     figures["trainable_disk_mb"] = weights_path.stat().st_size / 2**20
     result.efficiency = figures
     result.provenance["model"] = model_fingerprint(model_cfg)
+
+
+def _test(
+    trainer: L.Trainer, module: PeftBenchModule, datamodule: TaskDataModule, **kwargs: Any
+) -> dict[str, float]:
+    """Test metrics of every reported split in one dict (trainer.test returns one dict per split)."""
+    per_split = trainer.test(module, datamodule=datamodule, verbose=False, **kwargs)
+    return _floats({key: value for metrics in per_split for key, value in metrics.items()})
 
 
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 import peftbench.config  # noqa: F401  (registers resolvers)
 from peftbench.resources import config_dir
@@ -39,10 +39,10 @@ def compose_config(
 
 
 def use_fixture(cfg: DictConfig) -> DictConfig:
-    """Swap a task's source for its local fixture (same columns), as an offline stand-in."""
+    """Run a task on its local fixture (same columns), as an offline stand-in (TaskConfig swaps it in)."""
     if cfg.task.get("fixture"):
         with open_dict(cfg):
-            cfg.task.source = OmegaConf.to_container(cfg.task.fixture, resolve=True)
+            cfg.task.use_fixture = True
     return cfg
 
 

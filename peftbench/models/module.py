@@ -32,6 +32,7 @@ class PeftBenchModule(L.LightningModule):
         scheduler: dict[str, Any],
         regularizers: Sequence[TrainingHooks] = (),
         task_type: str = "classification",
+        test_postfixes: Sequence[str] = ("",),
     ) -> None:
         super().__init__()
         self.model = model
@@ -42,7 +43,11 @@ class PeftBenchModule(L.LightningModule):
         self.scheduler_cfg = scheduler
         self.task_type = task_type
         self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
+        # One collection per reported split: test/<metric> and e.g. test/<metric>_mismatched (MNLI).
+        self.test_postfixes = list(test_postfixes)
+        self.test_metrics = nn.ModuleList(
+            [metrics.clone(prefix="test/", postfix=p) for p in self.test_postfixes]
+        )
         # Checkpoints hold only trainable weights (see on_save_checkpoint); loading them back is partial.
         self.strict_loading = False
 
@@ -63,16 +68,18 @@ class PeftBenchModule(L.LightningModule):
     def _predictions(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.squeeze(-1).float() if self.task_type == "regression" else logits.argmax(dim=-1)
 
-    def _eval_step(self, batch: dict[str, torch.Tensor], metrics: MetricCollection, prefix: str) -> None:
+    def _eval_step(self, batch: dict[str, torch.Tensor], metrics: MetricCollection, name: str) -> None:
         output = self(batch)
         metrics.update(self._predictions(output.logits), batch["labels"])
-        self.log(f"{prefix}/loss", output.loss, batch_size=batch["labels"].shape[0], sync_dist=True)
+        batch_size = batch["labels"].shape[0]
+        self.log(name, output.loss, batch_size=batch_size, sync_dist=True, add_dataloader_idx=False)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.val_metrics, "val")
+        self._eval_step(batch, self.val_metrics, "val/loss")
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.test_metrics, "test")
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        postfix = self.test_postfixes[dataloader_idx]
+        self._eval_step(batch, self.test_metrics[dataloader_idx], f"test/loss{postfix}")
 
     def on_validation_epoch_end(self) -> None:
         # torchmetrics syncs states across ranks in compute(), so values are correct under DDP.
@@ -80,8 +87,9 @@ class PeftBenchModule(L.LightningModule):
         self.val_metrics.reset()
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute())
-        self.test_metrics.reset()
+        for metrics in self.test_metrics:
+            self.log_dict(metrics.compute())
+            metrics.reset()
 
     # --- optimisation --------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:

@@ -1,8 +1,16 @@
-"""The ``task:`` config group as a typed, validated dataclass."""
+"""The ``task:`` config group as a typed, validated dataclass.
+
+A task is data, not code: where the rows come from, which columns mean what, how the splits are
+drawn, how inputs are truncated and how predictions are scored. Everything here is checked before
+any data or model loads; a bad value stops with one line naming the key, the value and what is
+allowed (a ConfigError).
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from omegaconf import DictConfig
@@ -10,6 +18,12 @@ from omegaconf import DictConfig
 from peftbench.errors import ConfigError
 
 SOURCE_KINDS = ("hub", "csv", "json", "parquet", "synthetic")
+# File suffix -> datasets builder, for the `task.path=FILE` shorthand.
+SUFFIX_KINDS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+TRUNCATIONS = ("head", "tail", "head+tail")
+# Roles a split can play: train, validation (checkpoint selection), test (reported) and further
+# reported splits named test_<suffix> (e.g. MNLI's test_mismatched), scored as test/<metric>_<suffix>.
+EXTRA_TEST_SPLIT = re.compile(r"^test_[a-z0-9_]+$")
 
 
 @dataclass
@@ -18,20 +32,23 @@ class TaskConfig:
 
     name: str
     source: dict[str, Any]  # kind: hub|csv|json|parquet|synthetic, plus that kind's options
-    num_labels: int
-    label_names: list[str]
-    metrics: dict[str, Any]  # name -> torchmetrics _target_ config
+    metrics: list[str] | dict[str, Any]  # names from peftbench.tasks.metrics, or name -> spec
     monitor: str  # e.g. val/accuracy: picks the checkpoint and is what sweepers optimise
     headline: str  # metric reported in tables, e.g. accuracy
+    label_names: list[str] = field(default_factory=list)  # class names by index (empty for regression)
+    num_labels: int | None = None  # None: len(label_names) for classification, 1 for regression
     type: Literal["classification", "regression"] = "classification"
+    path: str | None = None  # a local csv/tsv/json/jsonl/parquet file; when set it replaces `source`
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str = "label"
-    label_map: dict[Any, int] | None = None  # raw label value -> class index (None: labels already 0..n-1)
-    splits: dict[str, str | None] = field(default_factory=dict)  # train/validation/test -> source split
+    label_map: dict[Any, int] | None = None  # raw label -> class index (None: indices or label names)
+    splits: dict[str, str | None] = field(default_factory=dict)  # role -> source split (None: carve)
     split_ratios: dict[str, float] = field(default_factory=dict)  # validation/test carved when unmapped
     split_seed: int = 0
     max_length: int = 128
+    truncation: Literal["head", "tail", "head+tail"] = "head"  # which tokens of a long input are kept
+    head_fraction: float = 0.25  # head+tail: share of the token budget taken from the start
     batch_size: int = 16
     eval_batch_size: int = 64
     group_by_length: bool = False
@@ -39,26 +56,34 @@ class TaskConfig:
     val_every_n_steps: int = 100
     monitor_mode: Literal["max", "min"] = "max"
     peft_task_type: str = "SEQ_CLS"
-    fixture: dict[str, Any] | None = None  # a tiny local source with the same columns (tests, offline checks)
+    fixture: dict[str, Any] | None = None  # tiny local stand-in: {source: ..., split_ratios: ...}
+    use_fixture: bool = False  # run on the fixture instead of the source (tests, offline smoke runs)
 
     def __post_init__(self) -> None:
+        if self.use_fixture:
+            self._swap_in_fixture()
+        if self.path is not None:
+            self._source_from_path()
         kind = self.source.get("kind")
         if kind not in SOURCE_KINDS:
             raise ConfigError(f"task.source.kind={kind!r}: allowed {', '.join(SOURCE_KINDS)}")
-        if self.num_labels < 1:
-            raise ConfigError(f"task.num_labels={self.num_labels}: must be >= 1")
-        if self.type == "classification" and len(self.label_names) != self.num_labels:
-            raise ConfigError(
-                f"task.label_names={self.label_names}: needs {self.num_labels} names (task.num_labels)"
-            )
+        self._check_labels()
         for key in ("max_length", "batch_size", "eval_batch_size", "max_steps", "val_every_n_steps"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"task.{key}={getattr(self, key)}: must be >= 1")
         if self.split_seed < 0:
             raise ConfigError(f"task.split_seed={self.split_seed}: must be >= 0")
-        for split, ratio in self.split_ratios.items():
-            if split not in ("validation", "test") or not 0 < ratio < 1:
-                raise ConfigError(f"task.split_ratios.{split}={ratio}: validation/test ratios in (0, 1)")
+        self._check_splits()
+        if not 0 <= self.head_fraction <= 1:
+            raise ConfigError(f"task.head_fraction={self.head_fraction}: must be in [0, 1]")
+        if self.truncation != "head" and self.text_pair_column:
+            raise ConfigError(
+                f"task.truncation={self.truncation}: sentence-pair tasks allow only head "
+                "(the tokenizer trims the longer input)"
+            )
+        from peftbench.tasks.metrics import normalise_metrics
+
+        self.metrics = normalise_metrics(self.metrics, self.type, self.num_labels)
         if not self.monitor.startswith("val/"):
             raise ConfigError(f"task.monitor={self.monitor}: must be a validation metric (val/<name>)")
         known = set(self.metrics) | {"loss"}
@@ -66,6 +91,81 @@ class TaskConfig:
             raise ConfigError(f"task.monitor={self.monitor}: allowed val/<one of {sorted(known)}>")
         if self.headline not in self.metrics:
             raise ConfigError(f"task.headline={self.headline}: allowed one of {sorted(self.metrics)}")
+
+    # --- checks and normalisation ------------------------------------------------------------------
+    def _swap_in_fixture(self) -> None:
+        if not self.fixture:
+            raise ConfigError(f"task.use_fixture=true: task {self.name} has no fixture (task.fixture=null)")
+        # A fixture is {source: ..., split_ratios: ...}, or just a source (kind: ...) for short.
+        fixture = self.fixture if "source" in self.fixture else {"source": self.fixture}
+        unknown = sorted(set(fixture) - {"source", "split_ratios"})
+        if unknown:
+            raise ConfigError(f"task.fixture.{unknown[0]}: unknown key; allowed: source, split_ratios")
+        self.source = dict(fixture["source"])
+        self.split_ratios = {**self.split_ratios, **fixture.get("split_ratios", {})}
+        self.path = None  # the fixture wins over a path, so `use_fixture=true` always runs offline
+
+    def _source_from_path(self) -> None:
+        kind = SUFFIX_KINDS.get(Path(self.path).suffix.lower())
+        if kind is None:
+            raise ConfigError(f"task.path={self.path}: suffix allowed {', '.join(SUFFIX_KINDS)}")
+        source: dict[str, Any] = {"kind": kind, "data_files": self.path}
+        if Path(self.path).suffix.lower() == ".tsv":
+            source["delimiter"] = "\t"
+        self.source = source
+
+    def _check_labels(self) -> None:
+        if self.type == "regression":
+            if self.num_labels not in (None, 1):
+                raise ConfigError(f"task.num_labels={self.num_labels}: a regression task has 1 output")
+            self.num_labels = 1
+            return
+        if not self.label_names:
+            raise ConfigError("task.label_names=[]: a classification task needs its class names")
+        if self.num_labels is None:
+            self.num_labels = len(self.label_names)
+        if self.num_labels < 2 or len(self.label_names) != self.num_labels:
+            raise ConfigError(
+                f"task.label_names={self.label_names}: needs {self.num_labels} names (task.num_labels), at least 2"
+            )
+        if self.label_map is not None:
+            bad = {
+                k: v
+                for k, v in self.label_map.items()
+                if not (isinstance(v, int) and 0 <= v < self.num_labels)
+            }
+            if bad:
+                raise ConfigError(
+                    f"task.label_map={self.label_map}: values must be class indices 0..{self.num_labels - 1}"
+                )
+
+    def _check_splits(self) -> None:
+        for role in self.splits:
+            if role not in ("train", "validation", "test") and not EXTRA_TEST_SPLIT.match(role):
+                raise ConfigError(f"task.splits.{role}: allowed roles train, validation, test, test_<name>")
+        for role in ("train", *self.extra_test_splits):
+            if self.splits.get(role, role) is None:
+                raise ConfigError(
+                    f"task.splits.{role}=null: only validation and test can be carved from train"
+                )
+        for split, ratio in self.split_ratios.items():
+            if split not in ("validation", "test") or isinstance(ratio, bool):
+                raise ConfigError(f"task.split_ratios.{split}: allowed keys validation, test")
+            if not (0 < ratio < 1 or (isinstance(ratio, int) and ratio >= 1)):
+                raise ConfigError(
+                    f"task.split_ratios.{split}={ratio}: a fraction in (0, 1) or a row count >= 1"
+                )
+
+    # --- derived ------------------------------------------------------------------------------
+    @property
+    def extra_test_splits(self) -> list[str]:
+        """Further reported splits besides ``test`` (e.g. ``test_mismatched``), in config order."""
+        return [role for role in self.splits if EXTRA_TEST_SPLIT.match(role)]
+
+    @property
+    def test_postfixes(self) -> list[str]:
+        """Metric-name postfix per reported split: '' for test, '_mismatched' for test_mismatched."""
+        return ["", *(f"_{role.removeprefix('test_')}" for role in self.extra_test_splits)]
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> TaskConfig:

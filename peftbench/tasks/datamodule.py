@@ -1,15 +1,61 @@
-"""Tokenised train/validation/test loaders with dynamic padding (one DataModule for every task)."""
+"""Tokenised train/validation/test loaders with dynamic padding (one DataModule for every task).
+
+Tokenisation runs once per (data, tokenizer, max length, truncation): ``datasets`` fingerprints the
+map call (function source, its keyword arguments including the tokenizer, and the input data) and
+reuses the cached Arrow file on the next run. Batches pad to their own longest row; evaluation
+batches are drawn in length order so each pads little (metrics do not depend on row order).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning as L
-from datasets import DatasetDict
+from datasets import Dataset, DatasetDict
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from peftbench.tasks.config import TaskConfig
 from peftbench.tasks.sources import load_source, prepare_splits
+
+
+def tokenize_batch(
+    batch: dict[str, list],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    truncation: str = "head",
+    head_fraction: float = 0.25,
+    pair: bool = False,
+) -> dict[str, list]:
+    """Tokenise a batch; long inputs keep their head, their tail, or both (``head+tail``).
+
+    Head truncation is the tokenizer's own. Tail and head+tail (Sun et al. 2019, "How to Fine-Tune
+    BERT for Text Classification?", keep the start and the end of long reviews) are not offered by
+    tokenizers, so the full encoding is cut here around its special tokens.
+    """
+    pairs = batch["text_pair"] if pair else None
+    if truncation == "head":
+        return tokenizer(batch["text"], pairs, truncation=True, max_length=max_length)
+    encoded = tokenizer(batch["text"], truncation=False, return_special_tokens_mask=True, verbose=False)
+    special = encoded.pop("special_tokens_mask")
+    head_share = head_fraction if truncation == "head+tail" else 0.0
+    for row, mask in enumerate(special):
+        if len(mask) <= max_length:
+            continue
+        content = [i for i, is_special in enumerate(mask) if not is_special]
+        start, end = content[0], content[-1] + 1
+        budget = max_length - (len(mask) - len(content))
+        head = round(budget * head_share)
+        keep = [
+            *range(start),
+            *range(start, start + head),
+            *range(end - (budget - head), end),
+            *range(end, len(mask)),
+        ]
+        for key in encoded:
+            encoded[key][row] = [encoded[key][row][i] for i in keep]
+    return dict(encoded)
 
 
 class TaskDataModule(L.LightningDataModule):
@@ -26,17 +72,19 @@ class TaskDataModule(L.LightningDataModule):
         if self.datasets is not None:  # Lightning calls setup for fit and again for test
             return
         splits = prepare_splits(self.task, load_source(self.task))
-        # datasets fingerprints the map, so a re-run with the same tokenizer and max_length hits the cache.
         self.datasets = splits.map(
-            self._tokenize,
+            tokenize_batch,
             batched=True,
+            fn_kwargs={
+                "tokenizer": self.tokenizer,
+                "max_length": self.task.max_length,
+                "truncation": self.task.truncation,
+                "head_fraction": self.task.head_fraction,
+                "pair": bool(self.task.text_pair_column),
+            },
             remove_columns=[c for c in splits["train"].column_names if c != "label"],
             desc=f"tokenizing {self.task.name}",
         ).rename_column("label", "labels")
-
-    def _tokenize(self, batch: dict) -> dict:
-        pair = batch.get("text_pair") if self.task.text_pair_column else None
-        return self.tokenizer(batch["text"], pair, truncation=True, max_length=self.task.max_length)
 
     def split_sizes(self) -> dict[str, int]:
         assert self.datasets is not None, "call setup() first"
@@ -46,18 +94,29 @@ class TaskDataModule(L.LightningDataModule):
         dataset = self.datasets["train"]
         if self.task.group_by_length:
             # Batches of similar length waste less compute on padding; the sampler still shuffles.
-            lengths = [len(ids) for ids in dataset["input_ids"]]
-            sampler = LengthGroupedSampler(self.task.batch_size, lengths=lengths)
+            sampler = LengthGroupedSampler(self.task.batch_size, lengths=_lengths(dataset))
             return self._loader(dataset, self.task.batch_size, sampler=sampler)
         return self._loader(dataset, self.task.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.datasets["validation"], self.task.eval_batch_size)
+        return self._eval_loader("validation")
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.datasets["test"], self.task.eval_batch_size)
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The test split, plus the task's further reported splits (e.g. MNLI mismatched) in order."""
+        loaders = [
+            self._eval_loader("test"),
+            *(self._eval_loader(role) for role in self.task.extra_test_splits),
+        ]
+        return loaders[0] if len(loaders) == 1 else loaders
 
-    def _loader(self, dataset, batch_size: int, **kwargs) -> DataLoader:
+    def _eval_loader(self, role: str) -> DataLoader:
+        dataset = self.datasets[role]
+        lengths = _lengths(dataset)
+        # Longest first: batches pad little, and an out-of-memory batch shows up at once.
+        order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
+        return self._loader(dataset, self.task.eval_batch_size, sampler=order)
+
+    def _loader(self, dataset: Dataset, batch_size: int, **kwargs: Any) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -65,3 +124,7 @@ class TaskDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             **kwargs,
         )
+
+
+def _lengths(dataset: Dataset) -> list[int]:
+    return [len(ids) for ids in dataset["input_ids"]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Value, load_dataset
 from peftbench.errors import AssetMissingError, ConfigError
 from peftbench.tasks.config import TaskConfig
 
+log = logging.getLogger("peftbench")
 FETCH_HINT = "run `peftbench-assets fetch` (or `make assets`) to fetch the offline corpora"
 SPLITS = ("train", "validation", "test")
 
@@ -24,76 +26,115 @@ def load_source(task: TaskConfig) -> DatasetDict:
         return DatasetDict({"train": generate(**options)})
     if kind == "hub":
         path = options.pop("path")
-        return load_dataset(path, options.pop("name", None), **options)
+        try:
+            return load_dataset(path, options.pop("name", None), **options)
+        except (ConnectionError, FileNotFoundError, OSError) as error:  # offline or unknown id
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise AssetMissingError(
+                f"task {task.name}: hub dataset {path} cannot be loaded ({reason}); offline, run the "
+                "local stand-in with task.use_fixture=true or your own copy with task.path=FILE"
+            ) from None
     # Local files: csv/json/parquet builders take `data_files` (one path or split -> path).
-    data_files = options.pop("data_files")
+    data_files = options.pop("data_files", None)
+    offline_asset = options.pop("offline_asset", False)
+    if not data_files:
+        raise ConfigError(
+            f"task.path=null: task {task.name} reads a local file; set task.path=FILE "
+            "(and task.text_column=..., task.label_column=..., task.label_names=[...])"
+        )
     files = data_files.values() if isinstance(data_files, dict) else [data_files]
     for file in files:
         if not Path(file).is_file():
-            hint = FETCH_HINT if options.pop("offline_asset", False) else "check task.source.data_files"
-            raise AssetMissingError(f"task {task.name}: data file {file} does not exist; {hint}")
-    options.pop("offline_asset", None)
+            if offline_asset:
+                raise AssetMissingError(f"task {task.name}: data file {file} does not exist; {FETCH_HINT}")
+            key = "task.path" if task.path else "task.source.data_files"
+            raise ConfigError(f"{key}={file}: file does not exist")
     return load_dataset(kind, data_files=data_files, **options)
 
 
 def prepare_splits(task: TaskConfig, raw: DatasetDict) -> DatasetDict:
     """Rename splits and columns to the canonical ones, map labels, carve missing splits (stratified)."""
-    mapping = {split: task.splits.get(split, split) for split in SPLITS}
+    roles = (*SPLITS, *task.extra_test_splits)
+    mapping = {role: task.splits.get(role, role) for role in roles}
     available = set(raw)
-    for split, source_split in mapping.items():
+    for role, source_split in mapping.items():
         if source_split is not None and source_split not in available:
-            if split == "train":
-                raise ConfigError(f"task.splits.train={source_split}: source has splits {sorted(available)}")
-            mapping[split] = None  # carved below
-    data = {split: raw[source] for split, source in mapping.items() if source is not None}
-    data = {split: _canonical_columns(task, dataset, split) for split, dataset in data.items()}
+            if role not in ("validation", "test"):  # train and extra reported splits must exist
+                raise ConfigError(f"task.splits.{role}={source_split}: source has splits {sorted(available)}")
+            log.warning(
+                "task %s: source has no split %r for %s; carving it from train", task.name, source_split, role
+            )
+            mapping[role] = None  # carved below
+    data = {role: raw[source] for role, source in mapping.items() if source is not None}
+    data = {role: _canonical_columns(task, dataset, mapping[role]) for role, dataset in data.items()}
 
     # Carve what the source lacks from train: test first, then validation, so the test split depends only
     # on split_seed and stays fixed across training seeds and validation ratios.
-    for split in ("test", "validation"):
-        if split in data:
+    for role in ("test", "validation"):
+        if role in data:
             continue
-        ratio = task.split_ratios.get(split)
+        ratio = task.split_ratios.get(role)
         if ratio is None:
-            raise ConfigError(f"task.split_ratios.{split}: missing; the source has no '{split}' split to map")
+            raise ConfigError(f"task.split_ratios.{role}: missing; the source has no '{role}' split to map")
         stratify = "label" if task.type == "classification" else None
-        parts = data["train"].train_test_split(
-            test_size=ratio, seed=task.split_seed, stratify_by_column=stratify
-        )
-        data["train"], data[split] = parts["train"], parts["test"]
-    return DatasetDict({split: data[split] for split in SPLITS})
+        try:
+            parts = data["train"].train_test_split(
+                test_size=ratio, seed=task.split_seed, stratify_by_column=stratify
+            )
+        except ValueError as error:  # too few rows for the ratio, or for one row per class
+            raise ConfigError(
+                f"task.split_ratios.{role}={ratio}: cannot carve it from {len(data['train'])} training rows ({error})"
+            ) from None
+        data["train"], data[role] = parts["train"], parts["test"]
+    return DatasetDict({role: data[role] for role in roles})
 
 
 def _canonical_columns(task: TaskConfig, dataset: Dataset, split: str) -> Dataset:
     needed = {task.text_column: "text", task.label_column: "label"}
     if task.text_pair_column:
         needed[task.text_pair_column] = "text_pair"
-    missing = [column for column in needed if column not in dataset.column_names]
-    if missing:
-        raise ConfigError(
-            f"task {task.name}: column {missing[0]!r} not in split {split!r} (columns: {dataset.column_names}); "
-            f"set task.text_column / task.label_column"
-        )
+    keys = {
+        task.text_column: "text_column",
+        task.label_column: "label_column",
+        task.text_pair_column: "text_pair_column",
+    }
+    for column in needed:
+        if column not in dataset.column_names:
+            raise ConfigError(
+                f"task.{keys[column]}={column}: no such column in split {split!r}; columns: {dataset.column_names}"
+            )
     dataset = dataset.select_columns(list(needed)).rename_columns(
         {src: dst for src, dst in needed.items() if src != dst}
     )
     if task.type == "regression":
         return dataset.cast_column("label", Value("float32"))
+    values = dataset.unique("label")
+    is_index = [isinstance(v, int) and not isinstance(v, bool) and 0 <= v < task.num_labels for v in values]
     if task.label_map is not None:
         label_map = {str(key): value for key, value in task.label_map.items()}
-        unknown = sorted({str(v) for v in dataset.unique("label")} - set(label_map))
-        if unknown:
-            raise ConfigError(
-                f"task.label_map: split {split!r} has labels {unknown} not in {sorted(label_map)}"
-            )
-        dataset = dataset.map(lambda row: {"label": label_map[str(row["label"])]}, desc="mapping labels")
+        allowed = f"task.label_map keys {sorted(label_map)}"
+    elif not all(is_index) and all(str(v) in task.label_names for v in values):
+        label_map = {name: index for index, name in enumerate(task.label_names)}  # labels spelled as names
+        allowed = ""
     else:
-        bad = sorted(
-            v for v in dataset.unique("label") if not (isinstance(v, int) and 0 <= v < task.num_labels)
+        label_map = None
+        allowed = f"class indices 0..{task.num_labels - 1} or task.label_names {task.label_names}"
+    unknown = (
+        sorted({str(v) for v in values} - set(label_map))
+        if label_map
+        else [str(v) for v, ok in zip(values, is_index, strict=True) if not ok]
+    )
+    if unknown:
+        raise ConfigError(
+            f"task.label_column={task.label_column}: value {unknown[0]!r} in split {split!r} is not a label; "
+            f"allowed {allowed} (set task.label_map to map raw values)"
         )
-        if bad:
-            raise ConfigError(
-                f"task {task.name}: labels {bad[:5]} in split {split!r} are outside 0..{task.num_labels - 1}; "
-                "set task.label_map"
-            )
+    if label_map is not None:
+        dataset = dataset.map(
+            _map_labels, batched=True, fn_kwargs={"label_map": label_map}, desc="mapping labels"
+        )
     return dataset.cast_column("label", ClassLabel(names=task.label_names))
+
+
+def _map_labels(batch: dict[str, list], label_map: dict[str, int]) -> dict[str, list]:
+    return {"label": [label_map[str(value)] for value in batch["label"]]}
