@@ -38,6 +38,7 @@ from peftbench.resources import config_dir
 from peftbench.results import RunResult, compute_run_id, provenance, utc_now, write_result
 from peftbench.tasks.config import TaskConfig
 from peftbench.tasks.datamodule import TaskDataModule
+from peftbench.tasks.generation import GenerationEvaluator, GenerationSpec
 
 log = logging.getLogger("peftbench")
 # Keys every method YAML may carry besides its implementation's own arguments.
@@ -68,13 +69,24 @@ def build_regularizers(cfg: DictConfig) -> list[TrainingHooks]:
 
 
 def model_context(model_cfg: ModelConfig, task: TaskConfig, hf_config: Any) -> ModelContext:
+    """What methods see; the peft task type comes from the task (SEQ_CLS, or CAUSAL_LM for generation)."""
+    generative = task.type == "generation"
+    if generative and not model_cfg.causal_lm:
+        raise ConfigError(
+            f"task.type=generation: model {model_cfg.name} is not a decoder (model.causal_lm=false)"
+        )
     return ModelContext(
         architecture=model_cfg.architecture,
-        head_modules=list(model_cfg.head_modules),
+        # A causal LM keeps its pretrained LM head: there is no new task head to train.
+        head_modules=[] if generative else list(model_cfg.head_modules),
         layers_path=model_cfg.layers_path,
         num_layers=int(getattr(hf_config, "num_hidden_layers", 0)),
         task_type=task.peft_task_type,
     )
+
+
+def generation_evaluator(task: TaskConfig, tokenizer: Any) -> GenerationEvaluator:
+    return GenerationEvaluator(tokenizer, GenerationSpec.from_dict(task.generation))
 
 
 def _instantiate_dict(node: DictConfig | None) -> list[Any]:
@@ -164,7 +176,8 @@ def prepare(
     datamodule = TaskDataModule(task, tokenizer)
     datamodule.setup()
 
-    model, new_weights = load_model(model_cfg, hf_config, tokenizer.pad_token_id)
+    generative = task.type == "generation"
+    model, new_weights = load_model(model_cfg, hf_config, tokenizer.pad_token_id, generative=generative)
     stray = sorted({n.rsplit(".", 1)[0] for n in new_weights} - set(context.head_modules))
     if stray:  # freshly initialised weights outside the head would stay random under most methods
         log.warning("weights initialised from scratch outside model.head_modules: %s", stray)
@@ -183,6 +196,7 @@ def prepare(
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
         regularizers=build_regularizers(cfg),
         task_type=task.type,
+        generator=generation_evaluator(task, tokenizer) if generative else None,
     )
     callbacks = _instantiate_dict(cfg.get("callbacks"))
     loggers = _instantiate_dict(cfg.get("logger"))

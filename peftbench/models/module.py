@@ -17,6 +17,7 @@ from torchmetrics import MetricCollection
 from transformers import get_scheduler
 
 from peftbench.methods.base import Method, TrainingHooks
+from peftbench.tasks.generation import GENERATE_KEY
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
@@ -32,6 +33,7 @@ class PeftBenchModule(L.LightningModule):
         scheduler: dict[str, Any],
         regularizers: Sequence[TrainingHooks] = (),
         task_type: str = "classification",
+        generator: Any = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -41,6 +43,8 @@ class PeftBenchModule(L.LightningModule):
         self.weight_decay = weight_decay
         self.scheduler_cfg = scheduler
         self.task_type = task_type
+        # Generation tasks: a GenerationEvaluator (tasks/generation.py) decodes prompts in eval steps.
+        self.generator = generator
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         # Checkpoints hold only trainable weights (see on_save_checkpoint); loading them back is partial.
@@ -48,7 +52,8 @@ class PeftBenchModule(L.LightningModule):
 
     # --- steps ---------------------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> Any:
-        return self.model(**batch)
+        # Eval batches of generation tasks also carry prompt-only inputs under one extra key.
+        return self.model(**{k: v for k, v in batch.items() if k != GENERATE_KEY})
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self(batch).loss
@@ -65,7 +70,11 @@ class PeftBenchModule(L.LightningModule):
 
     def _eval_step(self, batch: dict[str, torch.Tensor], metrics: MetricCollection, prefix: str) -> None:
         output = self(batch)
-        metrics.update(self._predictions(output.logits), batch["labels"])
+        if self.generator is not None:  # generation: greedy answers from the prompts, scored as strings
+            prompts = batch[GENERATE_KEY]
+            metrics.update(self.generator.predict(self.model, prompts), prompts["answers"])
+        else:
+            metrics.update(self._predictions(output.logits), batch["labels"])
         self.log(f"{prefix}/loss", output.loss, batch_size=batch["labels"].shape[0], sync_dist=True)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

@@ -23,7 +23,7 @@ class TaskConfig:
     metrics: dict[str, Any]  # name -> torchmetrics _target_ config
     monitor: str  # e.g. val/accuracy: picks the checkpoint and is what sweepers optimise
     headline: str  # metric reported in tables, e.g. accuracy
-    type: Literal["classification", "regression"] = "classification"
+    type: Literal["classification", "regression", "generation"] = "classification"
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str = "label"
@@ -40,6 +40,9 @@ class TaskConfig:
     monitor_mode: Literal["max", "min"] = "max"
     peft_task_type: str = "SEQ_CLS"
     fixture: dict[str, Any] | None = None  # a tiny local source with the same columns (tests, offline checks)
+    generation: dict[str, Any] | None = (
+        None  # type=generation: prompt, decoding, answer (tasks/generation.py)
+    )
 
     def __post_init__(self) -> None:
         kind = self.source.get("kind")
@@ -66,6 +69,19 @@ class TaskConfig:
             raise ConfigError(f"task.monitor={self.monitor}: allowed val/<one of {sorted(known)}>")
         if self.headline not in self.metrics:
             raise ConfigError(f"task.headline={self.headline}: allowed one of {sorted(self.metrics)}")
+        # --- generation tasks (decoders; docs/decoders.md) ---
+        if self.type == "generation":
+            from peftbench.tasks.generation import GenerationSpec
+
+            GenerationSpec.from_dict(self.generation)
+            if self.peft_task_type != "CAUSAL_LM":
+                raise ConfigError(
+                    f"task.peft_task_type={self.peft_task_type}: generation tasks train a causal LM (CAUSAL_LM)"
+                )
+        elif self.generation is not None:
+            raise ConfigError(
+                f"task.generation: set, but task.type={self.type} (only generation tasks use it)"
+            )
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> TaskConfig:

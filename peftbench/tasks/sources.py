@@ -19,8 +19,10 @@ def load_source(task: TaskConfig) -> DatasetDict:
     options: dict[str, Any] = {k: v for k, v in task.source.items() if k != "kind"}
     kind = task.source["kind"]
     if kind == "synthetic":
-        from peftbench.tasks.synthetic import generate
+        from hydra.utils import get_method
 
+        # source.generator names the function (default: the sentiment-like generator); the rest are its arguments.
+        generate = get_method(options.pop("generator", "peftbench.tasks.synthetic.generate"))
         return DatasetDict({"train": generate(**options)})
     if kind == "hub":
         path = options.pop("path")
@@ -79,6 +81,8 @@ def _canonical_columns(task: TaskConfig, dataset: Dataset, split: str) -> Datase
     )
     if task.type == "regression":
         return dataset.cast_column("label", Value("float32"))
+    if task.type == "generation":  # the label column holds the answer text
+        return dataset.cast_column("label", Value("string"))
     if task.label_map is not None:
         label_map = {str(key): value for key, value in task.label_map.items()}
         unknown = sorted({str(v) for v in dataset.unique("label")} - set(label_map))
