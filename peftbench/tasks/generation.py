@@ -8,6 +8,7 @@ the task YAML's ``generation:`` block (validated by :class:`GenerationSpec`).
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from transformers import PreTrainedTokenizerBase
 
 from peftbench.errors import ConfigError
 
+log = logging.getLogger("peftbench")
 IGNORE_INDEX = -100  # label value the causal-LM loss skips (prompt tokens and padding)
 GENERATE_KEY = "generate"  # batch key holding the prompt-only inputs and gold answers of eval batches
 
@@ -179,19 +181,43 @@ class GenerationCollator:
 
 
 class GenerationEvaluator:
-    """Greedy decoding from prompts and answer extraction (what the module calls in eval steps)."""
+    """Greedy decoding from prompts and answer extraction (what the module calls in eval steps).
+
+    ``model.generate`` is used when it agrees with a plain forward pass. On the first batch the
+    first generated token is checked against the forward pass's argmax; where they differ (seen
+    with peft prefix tuning under transformers 5.24: generate passes its own ``cache`` and the
+    prefix, handed over as ``past_key_values``, is dropped), decoding falls back to a cache-free
+    greedy loop over forward passes, slower but exact for every method. See docs/decoders.md.
+    """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, spec: GenerationSpec) -> None:
         self.tokenizer = tokenizer
         self.spec = spec
+        self.use_generate: bool | None = None  # decided on the first batch
 
     @torch.no_grad()
     def predict(self, model: nn.Module, inputs: dict[str, Any]) -> list[str]:
         input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
+        if self.use_generate is None:
+            self.use_generate = self._generate_agrees_with_forward(model, input_ids, attention_mask)
+            if not self.use_generate:
+                log.warning(
+                    "generate() disagrees with the model's forward pass; decoding greedily without a KV cache"
+                )
+        if self.use_generate:
+            output = self._generate(model, input_ids, attention_mask, self.spec.max_new_tokens)
+        else:
+            output = self._greedy_by_forward(model, input_ids, attention_mask)
+        texts = self.tokenizer.batch_decode(output, skip_special_tokens=True)
+        return [self.spec.extract(text) for text in texts]
+
+    def _generate(
+        self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int
+    ) -> torch.Tensor:
         output = model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            max_new_tokens=self.spec.max_new_tokens,
+            max_new_tokens=max_new_tokens,
             do_sample=False,
             num_beams=1,
             pad_token_id=self.tokenizer.pad_token_id,
@@ -200,10 +226,33 @@ class GenerationEvaluator:
         # Most models return prompt + continuation; with only embeddings as input some return the
         # continuation alone. Strip the prompt only where it is there.
         width = input_ids.shape[1]
-        if output.shape[1] > width and torch.equal(output[:, :width], input_ids):
+        if output.shape[1] >= width and torch.equal(output[:, :width], input_ids):
             output = output[:, width:]
-        texts = self.tokenizer.batch_decode(output, skip_special_tokens=True)
-        return [self.spec.extract(text) for text in texts]
+        return output
+
+    def _generate_agrees_with_forward(
+        self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> bool:
+        first = self._generate(model, input_ids, attention_mask, max_new_tokens=1)[:, 0]
+        expected = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, -1].argmax(-1)
+        return bool(torch.equal(first, expected))
+
+    def _greedy_by_forward(
+        self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        new_tokens = []
+        for _ in range(self.spec.max_new_tokens):
+            logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, -1]
+            token = torch.where(done, torch.full_like(done, pad, dtype=torch.long), logits.argmax(-1))
+            new_tokens.append(token)
+            done |= token == eos
+            input_ids = torch.cat([input_ids, token[:, None]], dim=1)
+            attention_mask = torch.cat([attention_mask, torch.ones_like(token)[:, None]], dim=1)
+            if bool(done.all()):
+                break
+        return torch.stack(new_tokens, dim=1)
 
 
 # --- an offline generative task ----------------------------------------------------------------------------
