@@ -26,6 +26,7 @@ from peftbench.errors import ConfigError
 from peftbench.methods import METHODS, Method, ModelContext, TrainingHooks
 from peftbench.metrics import memory
 from peftbench.metrics.efficiency import EfficiencyMonitor
+from peftbench.metrics.forgetting import ForgettingMonitor
 from peftbench.models.backbone import (
     ModelConfig,
     load_hf_config,
@@ -215,6 +216,9 @@ def _train_and_test(
     trainer.fit(module, datamodule=datamodule)
 
     efficiency = next((c for c in trainer.callbacks if isinstance(c, EfficiencyMonitor)), None)
+    forgetting = next((c for c in trainer.callbacks if isinstance(c, ForgettingMonitor)), None)
+    if forgetting is not None:  # callbacks=forgetting: the before/after reference evaluation
+        result.reference = dict(forgetting.figures)
     checkpoint = trainer.checkpoint_callback
     best_path = getattr(checkpoint, "best_model_path", "") if checkpoint else ""
     result.val_best = _val_best(trainer, checkpoint)
