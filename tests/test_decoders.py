@@ -88,7 +88,7 @@ def test_gsm8k_config_runs_on_its_fixture(make_cfg) -> None:
             "model=tiny-llama",
             "task=gsm8k",
             "task.max_length=128",
-            "task.generation.max_new_tokens=16",
+            "task.generation.max_new_tokens=4",
             "debug=fast_dev_run",
         )
     )
@@ -182,11 +182,15 @@ def test_cka_and_cosine_on_hand_computed_values() -> None:
 
 
 def test_ref_metrics_are_one_for_a_frozen_backbone_and_drop_after_full_training(make_cfg) -> None:
-    frozen = run(make_cfg("method=head_only", "callbacks=forgetting", "debug=smoke"))
+    frozen = run(make_cfg("method=head_only", "callbacks=forgetting", "debug=fast_dev_run", "run_test=false"))
     stored = read_result(frozen.provenance["result_path"]).reference
     assert stored["ref/cka"] == pytest.approx(1.0) and stored["ref/cosine"] == pytest.approx(1.0)
     assert "ref/lm_loss_before" not in stored  # encoders: drift only
-    full = run(make_cfg("method=full", "optimizer.lr=1e-2", "callbacks=forgetting", "debug=smoke"))
+    full = run(
+        make_cfg(
+            "method=full", "optimizer.lr=1e-2", "callbacks=forgetting", "debug=fast_dev_run", "run_test=false"
+        )
+    )
     assert full.reference["ref/cka"] < 0.999 and full.reference["ref/cosine"] < 0.999
 
 
@@ -198,7 +202,8 @@ def test_ref_lm_loss_on_a_decoder(make_cfg) -> None:
             "method=full",
             "optimizer.lr=1e-2",
             "callbacks=forgetting",
-            "debug=smoke",
+            "debug=fast_dev_run",
+            "run_test=false",
         )
     )
     ref = result.reference
