@@ -60,6 +60,7 @@ class RunResult:
     selection: dict[str, Any] = field(default_factory=dict)  # monitor, mode, best step, checkpoint
     efficiency: dict[str, Any] = field(default_factory=dict)  # the eff/ figures, without the prefix
     data: dict[str, Any] = field(default_factory=dict)  # split sizes and seeds
+    reference: dict[str, float] = field(default_factory=dict)  # ref/ figures (forgetting), when enabled
     precision: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)

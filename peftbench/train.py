@@ -25,6 +25,7 @@ from peftbench.errors import ConfigError
 from peftbench.methods import METHODS, Method, ModelContext, TrainingHooks
 from peftbench.metrics import memory
 from peftbench.metrics.efficiency import EfficiencyMonitor
+from peftbench.metrics.forgetting import ForgettingMonitor
 from peftbench.models.backbone import (
     ModelConfig,
     load_hf_config,
@@ -37,6 +38,7 @@ from peftbench.resources import config_dir
 from peftbench.results import RunResult, compute_run_id, provenance, utc_now, write_result
 from peftbench.tasks.config import TaskConfig
 from peftbench.tasks.datamodule import TaskDataModule
+from peftbench.tasks.generation import GenerationEvaluator, GenerationSpec
 from peftbench.tasks.metrics import build_metrics
 
 log = logging.getLogger("peftbench")
@@ -68,13 +70,24 @@ def build_regularizers(cfg: DictConfig) -> list[TrainingHooks]:
 
 
 def model_context(model_cfg: ModelConfig, task: TaskConfig, hf_config: Any) -> ModelContext:
+    """What methods see; the peft task type comes from the task (SEQ_CLS, or CAUSAL_LM for generation)."""
+    generative = task.type == "generation"
+    if generative and not model_cfg.causal_lm:
+        raise ConfigError(
+            f"task.type=generation: model {model_cfg.name} is not a decoder (model.causal_lm=false)"
+        )
     return ModelContext(
         architecture=model_cfg.architecture,
-        head_modules=list(model_cfg.head_modules),
+        # A causal LM keeps its pretrained LM head: there is no new task head to train.
+        head_modules=[] if generative else list(model_cfg.head_modules),
         layers_path=model_cfg.layers_path,
         num_layers=int(getattr(hf_config, "num_hidden_layers", 0)),
         task_type=task.peft_task_type,
     )
+
+
+def generation_evaluator(task: TaskConfig, tokenizer: Any) -> GenerationEvaluator:
+    return GenerationEvaluator(tokenizer, GenerationSpec.from_dict(task.generation))
 
 
 def _instantiate_dict(node: DictConfig | None) -> list[Any]:
@@ -165,7 +178,8 @@ def prepare(
     datamodule = TaskDataModule(task, tokenizer)
     datamodule.setup()
 
-    model, new_weights = load_model(model_cfg, hf_config, tokenizer.pad_token_id)
+    generative = task.type == "generation"
+    model, new_weights = load_model(model_cfg, hf_config, tokenizer.pad_token_id, generative=generative)
     stray = sorted({n.rsplit(".", 1)[0] for n in new_weights} - set(context.head_modules))
     if stray:  # freshly initialised weights outside the head would stay random under most methods
         log.warning("weights initialised from scratch outside model.head_modules: %s", stray)
@@ -184,6 +198,7 @@ def prepare(
         regularizers=build_regularizers(cfg),
         task_type=task.type,
         test_postfixes=task.test_postfixes,
+        generator=generation_evaluator(task, tokenizer) if generative else None,
     )
     callbacks = _instantiate_dict(cfg.get("callbacks"))
     loggers = _instantiate_dict(cfg.get("logger"))
@@ -202,6 +217,9 @@ def _train_and_test(
     trainer.fit(module, datamodule=datamodule)
 
     efficiency = next((c for c in trainer.callbacks if isinstance(c, EfficiencyMonitor)), None)
+    forgetting = next((c for c in trainer.callbacks if isinstance(c, ForgettingMonitor)), None)
+    if forgetting is not None:  # callbacks=forgetting: the before/after reference evaluation
+        result.reference = dict(forgetting.figures)
     checkpoint = trainer.checkpoint_callback
     best_path = getattr(checkpoint, "best_model_path", "") if checkpoint else ""
     result.val_best = _val_best(trainer, checkpoint)

@@ -40,6 +40,8 @@ def fixture_overrides(name: str) -> list[str]:
     """Run task `name` offline on its fixture, within tiny-bert's position limit."""
     cfg = compose_config([f"task={name}"])
     overrides = [f"task={name}"]
+    if cfg.task.type == "generation":  # prompt -> answer needs a decoder
+        overrides.append("model=tiny-llama")
     if cfg.task.get("fixture"):
         overrides.append("task.use_fixture=true")
     if cfg.task.max_length > TINY_MAX_POSITIONS:

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib
 import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from transformers import (
     AutoConfig,
+    AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PretrainedConfig,
@@ -23,8 +32,10 @@ from transformers import (
 from peftbench.errors import AssetMissingError, ConfigError
 
 PKG_PREFIX = "pkg:"
+ATTN_IMPLEMENTATIONS = (None, "eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 FETCH_HINT = "run `peftbench-assets fetch` (or `make assets`) to install the offline assets"
+log = logging.getLogger("peftbench")
 
 
 @dataclass
@@ -44,12 +55,28 @@ class ModelConfig:
     attn_implementation: str | None = None
     gradient_checkpointing: bool = False
     max_positions: int = 512
+    # --- decoders (docs/decoders.md) ---
+    causal_lm: bool = False  # a decoder with a causal-LM head: generation tasks and ref/ LM loss need one
+    padding_side: Literal["left", "right"] | None = None  # None: left for decoders, right for encoders
+    gguf_file: str | None = None  # a GGUF file inside name_or_path: dequantised once, cached as an HF folder
+    weights_note: str | None = (
+        None  # what exactly the weights are (recorded in results), e.g. the quantisation
+    )
 
     def __post_init__(self) -> None:
         if self.config is None and not self.name_or_path:
             raise ConfigError("model.name_or_path=null: set a hub id, a local folder or pkg:<package>")
         if self.dtype not in DTYPES:
             raise ConfigError(f"model.dtype={self.dtype}: allowed {sorted(DTYPES)}")
+        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise ConfigError(
+                f"model.attn_implementation={self.attn_implementation}: allowed "
+                f"{', '.join(str(a) for a in ATTN_IMPLEMENTATIONS)}"
+            )
+        if self.gguf_file is not None and self.config is not None:
+            raise ConfigError(
+                "model.gguf_file: set for a random-init model (model.config); use one of the two"
+            )
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> ModelConfig:
@@ -58,14 +85,20 @@ class ModelConfig:
         return dataclass_from_cfg(cls, cfg, "model")
 
 
-def resolve_source(name_or_path: str) -> str:
-    """Turn ``pkg:<package>`` into the folder the package ships; pass hub ids and folders through."""
+def resolve_source(name_or_path: str, import_package: bool = True) -> str:
+    """Turn ``pkg:<package>`` into the folder the package ships; pass hub ids and folders through.
+
+    ``import_package=False`` only locates the folder: some weight packages (the SmolLM2 GGUF) import
+    runtimes we do not need, so their folder is read without running their ``__init__``.
+    """
     if not name_or_path.startswith(PKG_PREFIX):
         return name_or_path
     package = name_or_path[len(PKG_PREFIX) :]
     spec = importlib.util.find_spec(package)
     if spec is None:
         raise AssetMissingError(f"model package '{package}' is not installed; {FETCH_HINT}")
+    if not import_package:
+        return str(Path(next(iter(spec.submodule_search_locations))))
     module = importlib.import_module(package)
     if hasattr(module, "get_model_path"):
         return str(module.get_model_path())
@@ -77,9 +110,7 @@ def load_hf_config(model_cfg: ModelConfig, num_labels: int) -> PretrainedConfig:
     if model_cfg.config is not None:
         config = instantiate(model_cfg.config)
     else:
-        config = AutoConfig.from_pretrained(
-            resolve_source(model_cfg.name_or_path), revision=model_cfg.revision
-        )
+        config = AutoConfig.from_pretrained(weights_source(model_cfg), revision=model_cfg.revision)
     config.num_labels = num_labels
     if num_labels == 1:
         config.problem_type = "regression"
@@ -90,29 +121,34 @@ def load_tokenizer(model_cfg: ModelConfig) -> PreTrainedTokenizerBase:
     if model_cfg.tokenizer is not None:
         tokenizer = instantiate(model_cfg.tokenizer)
     else:
-        tokenizer = AutoTokenizer.from_pretrained(
-            resolve_source(model_cfg.name_or_path), revision=model_cfg.revision
-        )
+        tokenizer = AutoTokenizer.from_pretrained(weights_source(model_cfg), revision=model_cfg.revision)
+    if tokenizer.eos_token is None and tokenizer.sep_token is not None:
+        tokenizer.eos_token = tokenizer.sep_token  # BERT-style vocabularies: [SEP] ends a generated answer
     if tokenizer.pad_token is None:  # decoders often ship without one; padding is masked anyway
         tokenizer.pad_token = tokenizer.eos_token
+    # Decoders pad on the left: the last position then holds the last real token, which is what
+    # sequence classification pools (also when peft prompt learning feeds embeddings, not ids) and
+    # where batched greedy generation continues. Rotary positions make the shift harmless.
+    tokenizer.padding_side = model_cfg.padding_side or ("left" if model_cfg.causal_lm else "right")
     return tokenizer
 
 
 def load_model(
-    model_cfg: ModelConfig, config: PretrainedConfig, pad_token_id: int | None
+    model_cfg: ModelConfig, config: PretrainedConfig, pad_token_id: int | None, generative: bool = False
 ) -> tuple[PreTrainedModel, list[str]]:
-    """The classification model, and the names of weights that were freshly initialised."""
+    """The classification (or, for generation tasks, causal-LM) model, and the freshly initialised weights."""
+    auto_class = AutoModelForCausalLM if generative else AutoModelForSequenceClassification
     kwargs: dict[str, Any] = {"dtype": DTYPES[model_cfg.dtype]}
     if model_cfg.attn_implementation:
         kwargs["attn_implementation"] = model_cfg.attn_implementation
     if pad_token_id is not None and getattr(config, "pad_token_id", None) is None:
         config.pad_token_id = pad_token_id
     if model_cfg.config is not None:
-        model = AutoModelForSequenceClassification.from_config(config, **kwargs)
+        model = auto_class.from_config(config, **kwargs)
         new_weights = []  # everything is random: nothing to single out
     else:
-        model, info = AutoModelForSequenceClassification.from_pretrained(
-            resolve_source(model_cfg.name_or_path),
+        model, info = auto_class.from_pretrained(
+            weights_source(model_cfg),
             config=config,
             revision=model_cfg.revision,
             output_loading_info=True,
@@ -141,4 +177,92 @@ def model_fingerprint(model_cfg: ModelConfig) -> dict[str, Any]:
             info["package_version"] = version(package.replace("_", "-"))
         except PackageNotFoundError:
             info["package_version"] = None
+    if model_cfg.gguf_file:
+        source = Path(resolve_source(model_cfg.name_or_path, import_package=False)) / model_cfg.gguf_file
+        info["gguf_file"] = model_cfg.gguf_file
+        info["weights_sha256"] = file_sha256(source)
+        info["converted_folder"] = str(converted_folder(model_cfg, source))
+    elif model_cfg.config is None and Path(str(model_cfg.name_or_path)).is_dir():
+        weights = sorted(Path(str(model_cfg.name_or_path)).glob("*.safetensors"))
+        info["weights_sha256"] = {w.name: file_sha256(w) for w in weights}  # local folder: no revision
+    if model_cfg.weights_note:
+        info["weights_note"] = model_cfg.weights_note
     return info
+
+
+# --- GGUF: dequantise once, cache as a plain Hugging Face folder ------------------------------------
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a weights file, memoised per (path, size, mtime): a 100 MB GGUF costs ~0.3 s to hash."""
+    stat = path.stat()
+    return _sha256_cached(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.cache
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_cache_dir() -> Path:
+    """Where converted models live: $PEFTBENCH_DATA_DIR/models (default ~/.cache/peftbench/models)."""
+    from peftbench.assets import data_dir
+
+    return data_dir() / "models"
+
+
+def converted_folder(model_cfg: ModelConfig, gguf_path: Path) -> Path:
+    """The cache folder for one GGUF file, keyed by the file's hash (a new file never hits an old cache)."""
+    return model_cache_dir() / f"{model_cfg.name}-{file_sha256(gguf_path)[:12]}"
+
+
+def weights_source(model_cfg: ModelConfig) -> str:
+    """The folder or hub id transformers loads from; a GGUF source becomes its dequantised cache folder."""
+    if not model_cfg.gguf_file:
+        return resolve_source(model_cfg.name_or_path)
+    gguf_path = Path(resolve_source(model_cfg.name_or_path, import_package=False)) / model_cfg.gguf_file
+    if not gguf_path.is_file():
+        raise AssetMissingError(f"model {model_cfg.name}: GGUF file {gguf_path} not found; {FETCH_HINT}")
+    folder = converted_folder(model_cfg, gguf_path)
+    if not (folder / "config.json").is_file():
+        convert_gguf(gguf_path, folder)
+    return str(folder)
+
+
+def convert_gguf(gguf_path: Path, folder: Path) -> float:
+    """Dequantise a GGUF checkpoint to fp32 and save it with its tokenizer as a normal HF folder.
+
+    transformers reads GGUF itself (``gguf_file=``, through the ``gguf`` package) but dequantises on
+    every load (~20 s for SmolLM2-135M on 2 cores); a saved folder then loads in about a second. The
+    folder is written beside the target and renamed into place, so a crash never leaves half a cache.
+    Returns the conversion time in seconds.
+    """
+    started = time.perf_counter()
+    log.info("dequantising %s once into %s", gguf_path.name, folder)
+    source, name = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=name, dtype=torch.float32)
+    # The weights are plain fp32 tensors now; drop the GGUF quantizer so save_pretrained writes them as such.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        seconds = time.perf_counter() - started
+        note = {"gguf_file": str(gguf_path), "sha256": file_sha256(gguf_path), "convert_seconds": seconds}
+        (staging / "peftbench_source.json").write_text(json.dumps(note, indent=2) + "\n")
+        os.replace(staging, folder)
+    except OSError:
+        if (folder / "config.json").is_file():  # another process finished first: keep its copy
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    return seconds

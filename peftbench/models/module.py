@@ -17,6 +17,7 @@ from torchmetrics import MetricCollection
 from transformers import get_scheduler
 
 from peftbench.methods.base import Method, TrainingHooks
+from peftbench.tasks.generation import GENERATE_KEY
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
@@ -33,6 +34,7 @@ class PeftBenchModule(L.LightningModule):
         regularizers: Sequence[TrainingHooks] = (),
         task_type: str = "classification",
         test_postfixes: Sequence[str] = ("",),
+        generator: Any = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -42,6 +44,8 @@ class PeftBenchModule(L.LightningModule):
         self.weight_decay = weight_decay
         self.scheduler_cfg = scheduler
         self.task_type = task_type
+        # Generation tasks: a GenerationEvaluator (tasks/generation.py) decodes prompts in eval steps.
+        self.generator = generator
         self.val_metrics = metrics.clone(prefix="val/")
         # One collection per reported split: test/<metric> and e.g. test/<metric>_mismatched (MNLI).
         self.test_postfixes = list(test_postfixes)
@@ -53,7 +57,8 @@ class PeftBenchModule(L.LightningModule):
 
     # --- steps ---------------------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> Any:
-        return self.model(**batch)
+        # Eval batches of generation tasks also carry prompt-only inputs under one extra key.
+        return self.model(**{k: v for k, v in batch.items() if k != GENERATE_KEY})
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self(batch).loss
@@ -70,7 +75,11 @@ class PeftBenchModule(L.LightningModule):
 
     def _eval_step(self, batch: dict[str, torch.Tensor], metrics: MetricCollection, name: str) -> None:
         output = self(batch)
-        metrics.update(self._predictions(output.logits), batch["labels"])
+        if self.generator is not None:  # generation: greedy answers from the prompts, scored as strings
+            prompts = batch[GENERATE_KEY]
+            metrics.update(self.generator.predict(self.model, prompts), prompts["answers"])
+        else:
+            metrics.update(self._predictions(output.logits), batch["labels"])
         batch_size = batch["labels"].shape[0]
         self.log(name, output.loss, batch_size=batch_size, sync_dist=True, add_dataloader_idx=False)
 

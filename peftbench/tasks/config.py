@@ -37,7 +37,7 @@ class TaskConfig:
     headline: str  # metric reported in tables, e.g. accuracy
     label_names: list[str] = field(default_factory=list)  # class names by index (empty for regression)
     num_labels: int | None = None  # None: len(label_names) for classification, 1 for regression
-    type: Literal["classification", "regression"] = "classification"
+    type: Literal["classification", "regression", "generation"] = "classification"
     path: str | None = None  # a local csv/tsv/json/jsonl/parquet file; when set it replaces `source`
     text_column: str = "text"
     text_pair_column: str | None = None
@@ -58,6 +58,8 @@ class TaskConfig:
     peft_task_type: str = "SEQ_CLS"
     fixture: dict[str, Any] | None = None  # tiny local stand-in: {source: ..., split_ratios: ...}
     use_fixture: bool = False  # run on the fixture instead of the source (tests, offline smoke runs)
+    # type=generation: prompt, decoding, answer (tasks/generation.py)
+    generation: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.use_fixture:
@@ -91,6 +93,19 @@ class TaskConfig:
             raise ConfigError(f"task.monitor={self.monitor}: allowed val/<one of {sorted(known)}>")
         if self.headline not in self.metrics:
             raise ConfigError(f"task.headline={self.headline}: allowed one of {sorted(self.metrics)}")
+        # --- generation tasks (decoders; docs/decoders.md) ---
+        if self.type == "generation":
+            from peftbench.tasks.generation import GenerationSpec
+
+            GenerationSpec.from_dict(self.generation)
+            if self.peft_task_type != "CAUSAL_LM":
+                raise ConfigError(
+                    f"task.peft_task_type={self.peft_task_type}: generation tasks train a causal LM (CAUSAL_LM)"
+                )
+        elif self.generation is not None:
+            raise ConfigError(
+                f"task.generation: set, but task.type={self.type} (only generation tasks use it)"
+            )
 
     # --- checks and normalisation ------------------------------------------------------------------
     def _swap_in_fixture(self) -> None:
@@ -115,6 +130,9 @@ class TaskConfig:
         self.source = source
 
     def _check_labels(self) -> None:
+        if self.type == "generation":  # the label column holds answer text; one "output" for the schema
+            self.num_labels = 1
+            return
         if self.type == "regression":
             if self.num_labels not in (None, 1):
                 raise ConfigError(f"task.num_labels={self.num_labels}: a regression task has 1 output")

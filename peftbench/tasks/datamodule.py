@@ -67,11 +67,20 @@ class TaskDataModule(L.LightningDataModule):
         self.datasets: DatasetDict | None = None
         # Dynamic padding: each batch pads to its own longest sequence, not to max_length.
         self.collator = DataCollatorWithPadding(tokenizer)
+        self.train_collator = self.collator  # generation tasks train without the eval-only prompt inputs
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets is not None:  # Lightning calls setup for fit and again for test
             return
         splits = prepare_splits(self.task, load_source(self.task))
+        if self.task.type == "generation":  # prompt -> answer on decoders: its own tokenisation and collator
+            from peftbench.tasks.generation import GenerationCollator, GenerationSpec, tokenize_splits
+
+            spec = GenerationSpec.from_dict(self.task.generation)
+            self.datasets = tokenize_splits(splits, self.tokenizer, spec, self.task.max_length)
+            self.collator = GenerationCollator(self.tokenizer, with_prompts=True)
+            self.train_collator = GenerationCollator(self.tokenizer, with_prompts=False)
+            return
         self.datasets = splits.map(
             tokenize_batch,
             batched=True,
@@ -95,8 +104,8 @@ class TaskDataModule(L.LightningDataModule):
         if self.task.group_by_length:
             # Batches of similar length waste less compute on padding; the sampler still shuffles.
             sampler = LengthGroupedSampler(self.task.batch_size, lengths=_lengths(dataset))
-            return self._loader(dataset, self.task.batch_size, sampler=sampler)
-        return self._loader(dataset, self.task.batch_size, shuffle=True)
+            return self._loader(dataset, self.task.batch_size, sampler=sampler, collate_fn=self.train_collator)
+        return self._loader(dataset, self.task.batch_size, shuffle=True, collate_fn=self.train_collator)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("validation")
@@ -117,13 +126,8 @@ class TaskDataModule(L.LightningDataModule):
         return self._loader(dataset, self.task.eval_batch_size, sampler=order)
 
     def _loader(self, dataset: Dataset, batch_size: int, **kwargs: Any) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            collate_fn=self.collator,
-            num_workers=self.num_workers,
-            **kwargs,
-        )
+        kwargs.setdefault("collate_fn", self.collator)
+        return DataLoader(dataset, batch_size=batch_size, num_workers=self.num_workers, **kwargs)
 
 
 def _lengths(dataset: Dataset) -> list[int]:

@@ -37,6 +37,7 @@ BUILTIN: dict[str, tuple[str, Factory]] = {
     "pearson": ("regression", lambda n: R.PearsonCorrCoef()),
     "spearman": ("regression", lambda n: R.SpearmanCorrCoef()),
     "mse": ("regression", lambda n: R.MeanSquaredError()),
+    "exact_match": ("generation", lambda n: _exact_match()),
 }
 BINARY_ONLY = ("f1", "precision", "recall")
 
@@ -81,6 +82,12 @@ def build_metrics(metrics: dict[str, Any], num_labels: int) -> MetricCollection:
         else:
             built[name] = instantiate(spec)
     return MetricCollection(built)
+
+
+def _exact_match() -> Metric:
+    from peftbench.tasks.generation import ExactMatch  # generation pulls in decoding code: load lazily
+
+    return ExactMatch()
 
 
 @functools.cache

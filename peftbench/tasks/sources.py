@@ -21,8 +21,10 @@ def load_source(task: TaskConfig) -> DatasetDict:
     options: dict[str, Any] = {k: v for k, v in task.source.items() if k != "kind"}
     kind = task.source["kind"]
     if kind == "synthetic":
-        from peftbench.tasks.synthetic import generate
+        from hydra.utils import get_method
 
+        # source.generator names the function (default: the sentiment-like generator); the rest are its arguments.
+        generate = get_method(options.pop("generator", "peftbench.tasks.synthetic.generate"))
         return DatasetDict({"train": generate(**options)})
     if kind == "hub":
         path = options.pop("path")
@@ -108,6 +110,8 @@ def _canonical_columns(task: TaskConfig, dataset: Dataset, split: str) -> Datase
     )
     if task.type == "regression":
         return dataset.cast_column("label", Value("float32"))
+    if task.type == "generation":  # the label column holds the answer text
+        return dataset.cast_column("label", Value("string"))
     values = dataset.unique("label")
     is_index = [isinstance(v, int) and not isinstance(v, bool) and 0 <= v < task.num_labels for v in values]
     if task.label_map is not None:
