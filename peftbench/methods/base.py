@@ -88,6 +88,24 @@ class Method(TrainingHooks):
         """The weights that differ from the pretrained model: what an adapter export holds."""
         return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
 
+    # --- export and inference (peftbench/export.py, peftbench/metrics/inference.py) -------------------
+    def load_trainable_state_dict(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+        """Put weights saved by trainable_state_dict back into a freshly built (and applied) model."""
+        unexpected = model.load_state_dict(state, strict=False).unexpected_keys
+        if unexpected:
+            raise ValueError(f"saved weights that match nothing in the model: {unexpected[:5]}")
+
+    def merged_model(self, model: nn.Module) -> nn.Module | None:
+        """The model with the method folded into plain base weights (may reuse ``model``), or None
+        where that is impossible. Default: a model built only of transformers/torch modules (full,
+        head-only, selective, BitFit, sparse) already is its merged form; injected modules are not."""
+        plain = all(type(m).__module__.startswith(("transformers.", "torch.")) for m in model.modules())
+        return model if plain else None
+
+    def extra_input_tokens(self) -> int:
+        """Tokens the method adds to every input at inference (soft prompts); 0 for weight-space methods."""
+        return 0
+
 
 def logical_numel(param: torch.Tensor) -> int:
     """Parameter count of a tensor, counting quantised (packed) weights by their logical shape."""

@@ -24,6 +24,7 @@ from peftbench.errors import AssetMissingError, ConfigError
 
 PKG_PREFIX = "pkg:"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+QUANT_TYPES = ("nf4", "fp4")
 FETCH_HINT = "run `peftbench-assets fetch` (or `make assets`) to install the offline assets"
 
 
@@ -44,12 +45,27 @@ class ModelConfig:
     attn_implementation: str | None = None
     gradient_checkpointing: bool = False
     max_positions: int = 512
+    # --- quantised loading (QLoRA), see quantization_config() ---
+    quantization: str | None = None  # None | nf4 | fp4: 4-bit linear weights via bitsandbytes
+    double_quant: bool = True  # quantise the quantisation constants too
+    compute_dtype: str = "bfloat16"  # dtype 4-bit weights are dequantised to for matmuls
 
     def __post_init__(self) -> None:
         if self.config is None and not self.name_or_path:
             raise ConfigError("model.name_or_path=null: set a hub id, a local folder or pkg:<package>")
         if self.dtype not in DTYPES:
             raise ConfigError(f"model.dtype={self.dtype}: allowed {sorted(DTYPES)}")
+        if self.quantization is not None:
+            if self.quantization not in QUANT_TYPES:
+                raise ConfigError(
+                    f"model.quantization={self.quantization}: allowed null, {', '.join(QUANT_TYPES)}"
+                )
+            if self.compute_dtype not in DTYPES:
+                raise ConfigError(f"model.compute_dtype={self.compute_dtype}: allowed {sorted(DTYPES)}")
+            if importlib.util.find_spec("bitsandbytes") is None:
+                raise ConfigError(
+                    f"model.quantization={self.quantization}: needs bitsandbytes; pip install 'peftbench[qlora]'"
+                )
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> ModelConfig:
@@ -107,7 +123,12 @@ def load_model(
         kwargs["attn_implementation"] = model_cfg.attn_implementation
     if pad_token_id is not None and getattr(config, "pad_token_id", None) is None:
         config.pad_token_id = pad_token_id
-    if model_cfg.config is not None:
+    if model_cfg.quantization is not None:
+        kwargs["quantization_config"] = quantization_config(model_cfg)
+    if model_cfg.config is not None and model_cfg.quantization is not None:
+        model = _quantized_from_config(config, kwargs)
+        new_weights = []
+    elif model_cfg.config is not None:
         model = AutoModelForSequenceClassification.from_config(config, **kwargs)
         new_weights = []  # everything is random: nothing to single out
     else:
@@ -119,9 +140,44 @@ def load_model(
             **kwargs,
         )
         new_weights = sorted(info["missing_keys"])
+    if model_cfg.quantization is not None:
+        _guard_cpu_4bit_kernel(model)
     if model_cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model, new_weights
+
+
+def quantization_config(model_cfg: ModelConfig) -> Any:
+    """bitsandbytes 4-bit loading (QLoRA): linear weights quantised, the task head kept in full precision."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=model_cfg.quantization,
+        bnb_4bit_use_double_quant=model_cfg.double_quant,
+        bnb_4bit_compute_dtype=DTYPES[model_cfg.compute_dtype],
+        llm_int8_skip_modules=list(model_cfg.head_modules),  # the head trains: never quantise it
+    )
+
+
+def _quantized_from_config(config: PretrainedConfig, kwargs: dict[str, Any]) -> PreTrainedModel:
+    """Random-init model, quantised: transformers quantises only in from_pretrained, so go through a folder."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="peftbench-quant-") as folder:
+        plain = {k: v for k, v in kwargs.items() if k != "quantization_config"}
+        AutoModelForSequenceClassification.from_config(config, **plain).save_pretrained(folder)
+        return AutoModelForSequenceClassification.from_pretrained(folder, config=config, **kwargs)
+
+
+def _guard_cpu_4bit_kernel(model: PreTrainedModel) -> None:
+    """bitsandbytes 0.50 repacks 4-bit weights for its CPU inference kernel assuming in_features is a
+    multiple of the quantisation block (64); smaller layers (tiny test models) crash there. Keep those
+    on the generic dequantise-and-matmul path, which is exact and handles any shape."""
+    for module in model.modules():
+        blocksize = getattr(getattr(getattr(module, "weight", None), "quant_state", None), "blocksize", None)
+        if hasattr(module, "support_avx512bf16_for_cpu") and blocksize and module.in_features % blocksize:
+            module.support_avx512bf16_for_cpu = False
 
 
 def model_fingerprint(model_cfg: ModelConfig) -> dict[str, Any]:
