@@ -9,6 +9,7 @@ method it is running. Regularizers use the same hooks (they just never transform
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -94,6 +95,14 @@ class Method(TrainingHooks):
         unexpected = model.load_state_dict(state, strict=False).unexpected_keys
         if unexpected:
             raise ValueError(f"saved weights that match nothing in the model: {unexpected[:5]}")
+
+    def save_adapter(self, model: nn.Module, folder: Path) -> None:
+        """Write the trained weights alone (what ``peftbench-export`` calls the adapter)."""
+        from safetensors.torch import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        weights = {k: v.contiguous().cpu() for k, v in self.trainable_state_dict(model).items()}
+        save_file(weights, str(folder / "trainable.safetensors"))
 
     def merged_model(self, model: nn.Module) -> nn.Module | None:
         """The model with the method folded into plain base weights (may reuse ``model``), or None

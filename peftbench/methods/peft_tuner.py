@@ -14,6 +14,8 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,6 +40,7 @@ log = logging.getLogger("peftbench")
 BIAS_CHOICES = {"LoraConfig": ("none", "all", "lora_only"), "AdaLoraConfig": ("none", "all", "lora_only"),
                 "VeraConfig": ("none", "all", "vera_only")}  # fmt: skip
 RANK_KEYS = ("r", "init_r", "target_r", "num_virtual_tokens")  # each must be a positive integer
+REWRITING_INITS = ("pissa", "olora", "corda")  # LoRA inits that move part of the base weight into the adapter
 DROPOUT_KEYS = ("lora_dropout", "vera_dropout", "rank_dropout", "module_dropout", "encoder_dropout")
 
 
@@ -51,6 +54,7 @@ class PeftTuner(Method):
             )
         self.peft_config = peft_config
         self._optimizer_class_path = optimizer_class
+        self._initial_adapter: dict[str, torch.Tensor] | None = None
         self._optimizer_class = _resolve_optimizer(optimizer_class) if optimizer_class else None
         self._check_knobs()
 
@@ -126,7 +130,13 @@ class PeftTuner(Method):
             )
         if self.peft_config.peft_type == PeftType.PREFIX_TUNING:
             _accept_past_key_values(model)
-        return get_peft_model(model, self._config_for(context))
+        model = get_peft_model(model, self._config_for(context))
+        init = str(getattr(self.peft_config, "init_lora_weights", "")).lower()
+        if init.startswith(REWRITING_INITS):  # keep the initial adapter: export converts against it
+            self._initial_adapter = {
+                k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()
+            }
+        return model
 
     # --- optimizer ----------------------------------------------------------------------------------
     def optimizer_class(self) -> type[torch.optim.Optimizer] | None:
@@ -141,6 +151,20 @@ class PeftTuner(Method):
         unexpected = list(getattr(result, "unexpected_keys", []) or [])
         if unexpected:
             raise ValueError(f"adapter weights that match nothing in the model: {unexpected[:5]}")
+
+    def save_adapter(self, model: nn.Module, folder: Path) -> None:
+        """peft's adapter folder (adapter_config.json + weights), loadable with PeftModel.from_pretrained.
+        Tuners that rewrite the base weights at init (PiSSA, OLoRA, CorDA) are saved converted to a plain
+        LoRA of twice the rank, so the adapter applies to the original base model (peft's conversion)."""
+        if self._initial_adapter is None:
+            model.save_pretrained(str(folder))
+            return
+        trained = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+        with tempfile.TemporaryDirectory(prefix="peftbench-init-") as initial:
+            set_peft_model_state_dict(model, self._initial_adapter)
+            model.save_pretrained(initial)
+            set_peft_model_state_dict(model, trained)
+            model.save_pretrained(str(folder), path_initial_model_for_weight_conversion=initial)
 
     def merged_model(self, model: nn.Module) -> nn.Module | None:
         """peft's merge_and_unload where the tuner has one (LoRA family, IA3, VeRA, LN tuning, ...);
@@ -187,10 +211,3 @@ def _resolve_optimizer(path: str) -> type[torch.optim.Optimizer]:
         hint = "; pip install 'peftbench[qlora]'" if path.startswith("bitsandbytes") else ""
         cause = " ".join(str(error).split())[:200]
         raise ConfigError(f"method.optimizer_class={path}: cannot import ({cause}){hint}") from None
-
-
-def describe(model: nn.Module) -> dict[str, Any]:
-    """Adapter metadata for export: the peft config of each adapter as a plain dict."""
-    if isinstance(model, PeftModel):
-        return {name: config.to_dict() for name, config in model.peft_config.items()}
-    return {}

@@ -129,7 +129,11 @@ def load_model(
         model = _quantized_from_config(config, kwargs)
         new_weights = []
     elif model_cfg.config is not None:
-        model = AutoModelForSequenceClassification.from_config(config, **kwargs)
+        # A random-init model is a fixed function of its config (seed 0), like a checkpoint: an exported
+        # adapter can then be put back on the same base. fork_rng leaves the run's RNG stream untouched.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = AutoModelForSequenceClassification.from_config(config, **kwargs)
         new_weights = []  # everything is random: nothing to single out
     else:
         model, info = AutoModelForSequenceClassification.from_pretrained(
@@ -166,7 +170,9 @@ def _quantized_from_config(config: PretrainedConfig, kwargs: dict[str, Any]) -> 
 
     with tempfile.TemporaryDirectory(prefix="peftbench-quant-") as folder:
         plain = {k: v for k, v in kwargs.items() if k != "quantization_config"}
-        AutoModelForSequenceClassification.from_config(config, **plain).save_pretrained(folder)
+        with torch.random.fork_rng(devices=[]):  # same fixed init as the unquantised path
+            torch.manual_seed(0)
+            AutoModelForSequenceClassification.from_config(config, **plain).save_pretrained(folder)
         return AutoModelForSequenceClassification.from_pretrained(folder, config=config, **kwargs)
 
 
