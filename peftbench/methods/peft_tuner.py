@@ -29,6 +29,7 @@ from peft import (
     prepare_model_for_kbit_training,
     set_peft_model_state_dict,
 )
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from peftbench.errors import ConfigError
@@ -107,10 +108,12 @@ class PeftTuner(Method):
         try:
             get_peft_model(skeleton, self._config_for(context), low_cpu_mem_usage=True)
         except ValueError as error:
-            message = " ".join(str(error).split())
+            reason = " ".join(str(error).split()).split(". ")[0].rstrip(".")  # peft's first sentence
+            targets = getattr(self.peft_config, "target_modules", None)
+            targets = sorted(targets) if isinstance(targets, set | frozenset) else targets
             raise ConfigError(
-                f"method.peft_config.target_modules={getattr(self.peft_config, 'target_modules', None)!r}: "
-                f"{message}"
+                f"method.peft_config.target_modules={targets!r}: {reason} (use a model.target_modules "
+                "set or module names of this model)"
             ) from None
 
     # --- the transform ------------------------------------------------------------------------------
@@ -148,7 +151,8 @@ class PeftTuner(Method):
 
     def load_trainable_state_dict(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         result = set_peft_model_state_dict(model, state)
-        unexpected = list(getattr(result, "unexpected_keys", []) or [])
+        # peft loads soft prompts itself, outside load_state_dict, which then lists them as unexpected.
+        unexpected = [k for k in getattr(result, "unexpected_keys", []) or [] if k != "prompt_embeddings"]
         if unexpected:
             raise ValueError(f"adapter weights that match nothing in the model: {unexpected[:5]}")
 
@@ -165,6 +169,12 @@ class PeftTuner(Method):
             model.save_pretrained(initial)
             set_peft_model_state_dict(model, trained)
             model.save_pretrained(str(folder), path_initial_model_for_weight_conversion=initial)
+        # peft's conversion keeps only the LoRA tensors: put the trained head (modules_to_save) back.
+        saved_path = folder / "adapter_model.safetensors"
+        saved = load_file(str(saved_path))
+        extra = {k: v.contiguous().cpu() for k, v in trained.items() if "lora_" not in k and k not in saved}
+        if extra:
+            save_file({**saved, **extra}, str(saved_path))
 
     def merged_model(self, model: nn.Module) -> nn.Module | None:
         """peft's merge_and_unload where the tuner has one (LoRA family, IA3, VeRA, LN tuning, ...);
