@@ -15,6 +15,7 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
@@ -26,6 +27,7 @@ from peftbench.methods import METHODS, Method, ModelContext, TrainingHooks
 from peftbench.metrics import memory
 from peftbench.metrics.efficiency import EfficiencyMonitor
 from peftbench.metrics.forgetting import ForgettingMonitor
+from peftbench.metrics.inference import measure_inference
 from peftbench.models.backbone import (
     ModelConfig,
     load_hf_config,
@@ -54,7 +56,11 @@ def build_method(method_cfg: DictConfig) -> Method:
     cls = METHODS.get(method_cfg.impl)
     resolved = OmegaConf.to_container(method_cfg, resolve=True)
     arguments = {k: v for k, v in resolved.items() if k not in METHOD_COMMON_KEYS}
-    arguments = instantiate(arguments, _convert_="all") if arguments else {}
+    try:
+        arguments = instantiate(arguments, _convert_="all") if arguments else {}
+    except InstantiationException as error:  # e.g. a peft config rejecting a knob: one line, not a traceback
+        cause = error.__cause__ or error
+        raise ConfigError(f"method ({method_cfg.name}): {' '.join(str(cause).split())}") from None
     try:
         return cls(name=method_cfg.name, **arguments)
     except TypeError as error:
@@ -83,6 +89,12 @@ def model_context(model_cfg: ModelConfig, task: TaskConfig, hf_config: Any) -> M
         layers_path=model_cfg.layers_path,
         num_layers=int(getattr(hf_config, "num_hidden_layers", 0)),
         task_type=task.peft_task_type,
+        # For checks before weights load: the architecture (meta-device dry runs) and the length budget.
+        extra={
+            "hf_config": hf_config,
+            "max_length": task.max_length,
+            "max_positions": model_cfg.max_positions,
+        },
     )
 
 
@@ -248,6 +260,14 @@ def _train_and_test(
     }
     save_file(weights, str(weights_path))
     figures["trainable_disk_mb"] = weights_path.stat().st_size / 2**20
+    if prepared.load_figures.get("peak_cuda_allocated_mb") is not None:
+        figures["peak_mem_load_cuda_allocated_mb"] = prepared.load_figures["peak_cuda_allocated_mb"]
+    # Last: merging for the inference figures may consume the trained model (weights are saved above).
+    inference_cfg = cfg.get("inference") or {}
+    if inference_cfg.get("enabled", True):
+        figures.update(
+            measure_inference(module, datamodule, trainer, method, inference_cfg.get("max_batches", 20))
+        )
     result.efficiency = figures
     result.provenance["model"] = model_fingerprint(model_cfg)
 

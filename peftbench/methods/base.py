@@ -9,6 +9,7 @@ method it is running. Regularizers use the same hooks (they just never transform
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -87,6 +88,32 @@ class Method(TrainingHooks):
     def trainable_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """The weights that differ from the pretrained model: what an adapter export holds."""
         return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+
+    # --- export and inference (peftbench/export.py, peftbench/metrics/inference.py) -------------------
+    def load_trainable_state_dict(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+        """Put weights saved by trainable_state_dict back into a freshly built (and applied) model."""
+        unexpected = model.load_state_dict(state, strict=False).unexpected_keys
+        if unexpected:
+            raise ValueError(f"saved weights that match nothing in the model: {unexpected[:5]}")
+
+    def save_adapter(self, model: nn.Module, folder: Path) -> None:
+        """Write the trained weights alone (what ``peftbench-export`` calls the adapter)."""
+        from safetensors.torch import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        weights = {k: v.contiguous().cpu() for k, v in self.trainable_state_dict(model).items()}
+        save_file(weights, str(folder / "trainable.safetensors"))
+
+    def merged_model(self, model: nn.Module) -> nn.Module | None:
+        """The model with the method folded into plain base weights (may reuse ``model``), or None
+        where that is impossible. Default: a model built only of transformers/torch modules (full,
+        head-only, selective, BitFit, sparse) already is its merged form; injected modules are not."""
+        plain = all(type(m).__module__.startswith(("transformers.", "torch.")) for m in model.modules())
+        return model if plain else None
+
+    def extra_input_tokens(self) -> int:
+        """Tokens the method adds to every input at inference (soft prompts); 0 for weight-space methods."""
+        return 0
 
 
 def logical_numel(param: torch.Tensor) -> int:

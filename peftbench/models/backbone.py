@@ -34,6 +34,7 @@ from peftbench.errors import AssetMissingError, ConfigError
 PKG_PREFIX = "pkg:"
 ATTN_IMPLEMENTATIONS = (None, "eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+QUANT_TYPES = ("nf4", "fp4")
 FETCH_HINT = "run `peftbench-assets fetch` (or `make assets`) to install the offline assets"
 log = logging.getLogger("peftbench")
 
@@ -59,9 +60,11 @@ class ModelConfig:
     causal_lm: bool = False  # a decoder with a causal-LM head: generation tasks and ref/ LM loss need one
     padding_side: Literal["left", "right"] | None = None  # None: left for decoders, right for encoders
     gguf_file: str | None = None  # a GGUF file inside name_or_path: dequantised once, cached as an HF folder
-    weights_note: str | None = (
-        None  # what exactly the weights are (recorded in results), e.g. the quantisation
-    )
+    weights_note: str | None = None  # what exactly the weights are (recorded in results), e.g. the quantisation
+    # --- quantised loading (QLoRA), see quantization_config() ---
+    quantization: str | None = None  # None | nf4 | fp4: 4-bit linear weights via bitsandbytes
+    double_quant: bool = True  # quantise the quantisation constants too
+    compute_dtype: str = "bfloat16"  # dtype 4-bit weights are dequantised to for matmuls
 
     def __post_init__(self) -> None:
         if self.config is None and not self.name_or_path:
@@ -77,6 +80,17 @@ class ModelConfig:
             raise ConfigError(
                 "model.gguf_file: set for a random-init model (model.config); use one of the two"
             )
+        if self.quantization is not None:
+            if self.quantization not in QUANT_TYPES:
+                raise ConfigError(
+                    f"model.quantization={self.quantization}: allowed null, {', '.join(QUANT_TYPES)}"
+                )
+            if self.compute_dtype not in DTYPES:
+                raise ConfigError(f"model.compute_dtype={self.compute_dtype}: allowed {sorted(DTYPES)}")
+            if importlib.util.find_spec("bitsandbytes") is None:
+                raise ConfigError(
+                    f"model.quantization={self.quantization}: needs bitsandbytes; pip install 'peftbench[qlora]'"
+                )
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> ModelConfig:
@@ -143,8 +157,17 @@ def load_model(
         kwargs["attn_implementation"] = model_cfg.attn_implementation
     if pad_token_id is not None and getattr(config, "pad_token_id", None) is None:
         config.pad_token_id = pad_token_id
-    if model_cfg.config is not None:
-        model = auto_class.from_config(config, **kwargs)
+    if model_cfg.quantization is not None:
+        kwargs["quantization_config"] = quantization_config(model_cfg)
+    if model_cfg.config is not None and model_cfg.quantization is not None:
+        model = _quantized_from_config(auto_class, config, kwargs)
+        new_weights = []
+    elif model_cfg.config is not None:
+        # A random-init model is a fixed function of its config (seed 0), like a checkpoint: an exported
+        # adapter can then be put back on the same base. fork_rng leaves the run's RNG stream untouched.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = auto_class.from_config(config, **kwargs)
         new_weights = []  # everything is random: nothing to single out
     else:
         model, info = auto_class.from_pretrained(
@@ -155,9 +178,46 @@ def load_model(
             **kwargs,
         )
         new_weights = sorted(info["missing_keys"])
+    if model_cfg.quantization is not None:
+        _guard_cpu_4bit_kernel(model)
     if model_cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model, new_weights
+
+
+def quantization_config(model_cfg: ModelConfig) -> Any:
+    """bitsandbytes 4-bit loading (QLoRA): linear weights quantised, the task head kept in full precision."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=model_cfg.quantization,
+        bnb_4bit_use_double_quant=model_cfg.double_quant,
+        bnb_4bit_compute_dtype=DTYPES[model_cfg.compute_dtype],
+        llm_int8_skip_modules=list(model_cfg.head_modules),  # the head trains: never quantise it
+    )
+
+
+def _quantized_from_config(auto_class: Any, config: PretrainedConfig, kwargs: dict[str, Any]) -> PreTrainedModel:
+    """Random-init model, quantised: transformers quantises only in from_pretrained, so go through a folder."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="peftbench-quant-") as folder:
+        plain = {k: v for k, v in kwargs.items() if k != "quantization_config"}
+        with torch.random.fork_rng(devices=[]):  # same fixed init as the unquantised path
+            torch.manual_seed(0)
+            auto_class.from_config(config, **plain).save_pretrained(folder)
+        return auto_class.from_pretrained(folder, config=config, **kwargs)
+
+
+def _guard_cpu_4bit_kernel(model: PreTrainedModel) -> None:
+    """bitsandbytes 0.50 repacks 4-bit weights for its CPU inference kernel assuming in_features is a
+    multiple of the quantisation block (64); smaller layers (tiny test models) crash there. Keep those
+    on the generic dequantise-and-matmul path, which is exact and handles any shape."""
+    for module in model.modules():
+        blocksize = getattr(getattr(getattr(module, "weight", None), "quant_state", None), "blocksize", None)
+        if hasattr(module, "support_avx512bf16_for_cpu") and blocksize and module.in_features % blocksize:
+            module.support_avx512bf16_for_cpu = False
 
 
 def model_fingerprint(model_cfg: ModelConfig) -> dict[str, Any]:

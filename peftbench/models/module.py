@@ -106,6 +106,11 @@ class PeftBenchModule(L.LightningModule):
             for hook in self.hooks:
                 hook.setup(self.model)
 
+    def on_train_start(self) -> None:
+        # from_pretrained returns models in eval mode and Lightning keeps submodule modes as found:
+        # without this, pretrained backbones would train with dropout off.
+        self.model.train()
+
     def configure_callbacks(self) -> list[L.Callback]:
         return [callback for hook in self.hooks for callback in hook.callbacks()]
 

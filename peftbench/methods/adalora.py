@@ -1,0 +1,90 @@
+"""AdaLoRA: peft's tuner plus the per-step call it asks for.
+
+peft's AdaLoRA reallocates ranks only when the training loop calls ``update_and_allocate(step)``
+after each optimizer step (gradients still present) and needs ``total_step`` up front. Both belong
+to the loop, not the YAML, so a Lightning callback supplies them: the step count the trainer will
+actually run (accumulation, fast_dev_run and limits included) and the call after every optimizer step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from lightning.pytorch import Callback
+from peft import AdaLoraConfig, PeftConfig
+from torch import nn
+
+from peftbench.errors import ConfigError
+from peftbench.methods.base import METHODS
+from peftbench.methods.peft_tuner import PeftTuner
+
+
+class AdaLoraAllocation(Callback):
+    """Sets AdaLoRA's schedule from the trainer's budget and calls update_and_allocate every optimizer step."""
+
+    def __init__(self, tinit_ratio: float, tfinal_ratio: float) -> None:
+        self.tinit_ratio = tinit_ratio
+        self.tfinal_ratio = tfinal_ratio
+        self.calls = 0  # how often the reallocation ran (tests and logs read it)
+        self._last_step = -1
+
+    @staticmethod
+    def _tuner(model: nn.Module) -> Any:
+        tuner = getattr(model, "base_model", None)
+        if tuner is None or not hasattr(tuner, "update_and_allocate"):
+            raise TypeError("AdaLoraAllocation needs a peft AdaLoRA model")
+        return tuner
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        tuner = self._tuner(pl_module.model)
+        config = tuner.peft_config[tuner.trainable_adapter_name]
+        total = max(int(trainer.estimated_stepping_batches), 1)
+        config.total_step = total
+        config.tinit = int(self.tinit_ratio * total)
+        config.tfinal = int(self.tfinal_ratio * total)
+        if config.tinit >= total - config.tfinal:  # tiny budgets (fast_dev_run): no warm-up/final phases
+            config.tinit, config.tfinal = 0, 0
+        tuner.rankallocator.set_total_step(total)  # the allocator reads the same config; be explicit
+        self._last_step = trainer.global_step
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        # After the optimizer step, before the next zero_grad (Lightning zeroes inside the next closure),
+        # so the gradients the importance scores need are still there; skip accumulation micro-batches.
+        if trainer.global_step == self._last_step:
+            return
+        self._last_step = trainer.global_step
+        # peft counts steps from 0 (its examples call it with the index of the step just taken).
+        self._tuner(pl_module.model).update_and_allocate(trainer.global_step - 1)
+        self.calls += 1
+
+
+@METHODS.register
+class AdaLora(PeftTuner):
+    def __init__(
+        self,
+        name: str,
+        peft_config: PeftConfig,
+        tinit_ratio: float = 0.1,
+        tfinal_ratio: float = 0.2,
+        optimizer_class: str | None = None,
+    ) -> None:
+        if not isinstance(peft_config, AdaLoraConfig):
+            raise ConfigError(
+                f"method.peft_config: expected peft.AdaLoraConfig, got {type(peft_config).__name__}"
+            )
+        for key, value in (("tinit_ratio", tinit_ratio), ("tfinal_ratio", tfinal_ratio)):
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"method.{key}={value}: must be in [0, 1)")
+        if tinit_ratio + tfinal_ratio >= 1.0:
+            raise ConfigError(
+                f"method.tinit_ratio + method.tfinal_ratio = {tinit_ratio + tfinal_ratio}: must be < 1 "
+                "(the budget phase needs steps)"
+            )
+        super().__init__(name, peft_config, optimizer_class)
+        self.allocation = AdaLoraAllocation(tinit_ratio, tfinal_ratio)
+
+    def callbacks(self) -> list[Callback]:
+        return [self.allocation]

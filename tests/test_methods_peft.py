@@ -1,0 +1,195 @@
+"""peft tuners from YAML: analytic trainable counts, AdaLoRA's per-step hook, QLoRA on CPU, soft prompts on
+encoders and decoders, knob validation before any weight loads, inference figures and export round trips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import save_file
+from transformers import AutoModelForSequenceClassification
+
+from peftbench import export as export_cli
+from peftbench.errors import ConfigError
+from peftbench.export import rebuild
+from peftbench.models.backbone import ModelConfig, load_hf_config, load_model, load_tokenizer
+from peftbench.results import RunResult
+from peftbench.train import prepare, run
+
+HIDDEN, LAYERS, FFN, LABELS = 32, 2, 64, 2  # tiny-bert (conf/model/tiny-bert.yaml)
+HEAD = HIDDEN * LABELS + LABELS  # classifier weight + bias, trainable through modules_to_save
+QV = LAYERS * 2  # query and value in every layer: square HIDDEN x HIDDEN
+LORA = QV * (8 * HIDDEN + HIDDEN * 8)  # r=8: A (r x in) + B (out x r)
+EXPECTED = {
+    "lora": LORA + HEAD,
+    "rslora": LORA + HEAD,  # only the scale differs
+    "pissa": LORA + HEAD,  # only the initialisation differs
+    "dora": LORA + QV * HIDDEN + HEAD,  # + one magnitude per output feature
+    "loha": QV * 2 * (8 * HIDDEN + 8 * HIDDEN) + HEAD,  # two Hadamard factors, each a rank-8 pair
+    "vera": QV * (256 + HIDDEN) + HEAD,  # lambda_d (r) + lambda_b (out); shared random A, B frozen
+    "ia3": LAYERS * (HIDDEN + HIDDEN + FFN) + HEAD,  # key, value outputs + FFN down-projection input
+    "prompt_tuning": 20 * HIDDEN + HEAD,  # 20 virtual token embeddings
+    "prefix_tuning": 20 * LAYERS * 2 * HIDDEN + HEAD,  # a key and a value prefix per layer
+    "ln_tuning": (1 + 2 * LAYERS) * 2 * HIDDEN + HEAD,  # embeddings + 2 per layer, weight + bias each
+}
+
+
+def _logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        return model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+
+
+@pytest.mark.parametrize(("name", "expected"), sorted(EXPECTED.items()))
+def test_trainable_count_matches_formula(name: str, expected: int, make_cfg) -> None:
+    prepared = prepare(make_cfg(f"method={name}", "debug=fast_dev_run"))
+    model = prepared.module.model
+    assert prepared.method.trainable_parameter_count(model) == expected
+    head = [n for n, p in model.named_parameters() if p.requires_grad and "classifier" in n]
+    assert head, "the task head must train (modules_to_save)"
+
+
+@pytest.mark.parametrize("name", ["prompt_tuning", "prefix_tuning", "p_tuning", "ln_tuning"])
+def test_prompt_style_and_norm_methods_on_tiny_llama(name: str, make_cfg) -> None:
+    result = run(make_cfg(f"method={name}", "model=tiny-llama", "debug=fast_dev_run"))
+    assert result.status == "ok" and result.efficiency["trainable_params"] > 0
+    prompt = name != "ln_tuning"
+    assert result.efficiency["infer_extra_tokens"] == (20 if prompt else 0)
+    assert result.efficiency["infer_mergeable"] == (0.0 if prompt else 1.0)
+    assert result.efficiency["infer_unmerged_samples_per_s"] > 0
+
+
+@pytest.mark.parametrize("model", ["tiny-bert", "tiny-llama"])
+def test_prefix_reaches_attention(model: str, make_cfg) -> None:
+    """transformers 5 renamed past_key_values; the prefix must still change what the model computes."""
+    prepared = prepare(make_cfg("method=prefix_tuning", f"model={model}", "debug=fast_dev_run"))
+    peft_model = prepared.module.model
+    batch = next(iter(prepared.datamodule.test_dataloader()))
+    with_prefix = _logits(peft_model, batch)
+    without = _logits(peft_model.get_base_model(), batch)  # the same frozen model, no prefix
+    assert not torch.allclose(with_prefix, without)
+
+
+def test_adalora_reallocates_every_step_over_the_trainers_budget(make_cfg) -> None:
+    cfg = make_cfg("method=adalora", "debug=smoke", "callbacks.model_checkpoint=null", "task.max_steps=6")
+    prepared = prepare(cfg)
+    prepared.trainer.fit(prepared.module, datamodule=prepared.datamodule)
+    allocation = prepared.method.allocation
+    tuner = prepared.module.model.base_model
+    config = tuner.peft_config["default"]
+    assert allocation.calls == prepared.trainer.global_step == 6
+    assert config.total_step == 6 and tuner.rankallocator.peft_config.total_step == 6
+    assert config.rank_pattern, "the final budget allocation never ran"
+
+
+def test_qlora_trains_a_4bit_tiny_llama_on_cpu(make_cfg) -> None:
+    import bitsandbytes as bnb
+
+    cfg = make_cfg("method=qlora", "model=tiny-llama", "debug=smoke", "callbacks.model_checkpoint=null")
+    prepared = prepare(cfg)
+    model = prepared.module.model
+    quantized = {n: m for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
+    assert quantized, "no 4-bit linear layer"
+    packed = {n: p.detach().clone() for n, p in model.named_parameters() if isinstance(p, bnb.nn.Params4bit)}
+    assert packed and all(p.dtype == torch.uint8 for p in packed.values())
+    assert not any(p.requires_grad for n, p in model.named_parameters() if n in packed)
+    lora_before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+    prepared.trainer.fit(prepared.module, datamodule=prepared.datamodule)
+    assert isinstance(prepared.trainer.optimizers[0], bnb.optim.PagedAdamW)
+    params = dict(model.named_parameters())
+    assert all(torch.equal(packed[n], params[n]) for n in packed), "4-bit base weights changed"
+    assert any(not torch.equal(lora_before[n], params[n]) for n in lora_before), "LoRA never moved"
+    # The total counts quantised weights by their logical shape, not their packed bytes.
+    counted = prepared.module.method.trainable_parameter_count(model)
+    assert counted == sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def test_qlora_result_reports_load_and_training_peaks(make_cfg) -> None:
+    result = run(make_cfg("method=qlora", "model=tiny-llama", "debug=fast_dev_run"))
+    eff = result.efficiency
+    assert result.status == "ok"
+    assert eff["peak_mem_load_rss_mb"] > 0 and eff["peak_mem_mb"] > 0
+    assert result.config["model"]["quantization"] == "nf4" and result.config["model"]["double_quant"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        (["method.peft_config.bias=foo"], "bias='foo'"),
+        (["method.peft_config.r=0"], "r=0"),
+        (["method.peft_config.lora_dropout=1.0"], "lora_dropout=1.0"),
+        (["method.peft_config.target_modules=[nosuch]"], "target_modules=['nosuch']"),
+        (["method=prompt_tuning", "method.peft_config.num_virtual_tokens=100"], "num_virtual_tokens=100"),
+        (["method=adalora", "method.tinit_ratio=0.5", "method.tfinal_ratio=0.5"], "tinit_ratio"),
+        (["method=qlora", "model.quantization=int3"], "model.quantization=int3"),
+        (["method=qlora", "method.optimizer_class=nosuch.Optim"], "method.optimizer_class=nosuch.Optim"),
+    ],
+)
+def test_bad_knobs_stop_before_weights_load(
+    overrides: list[str], fragment: str, make_cfg, monkeypatch
+) -> None:
+    def no_loading(*args, **kwargs):
+        raise AssertionError("weights loaded before the config was checked")
+
+    monkeypatch.setattr("peftbench.train.load_model", no_loading)
+    with pytest.raises(ConfigError) as error:
+        prepare(make_cfg(*overrides, "debug=fast_dev_run"))
+    message = str(error.value)
+    assert fragment in message and "\n" not in message
+
+
+@pytest.mark.parametrize("name", ["lora", "pissa"])
+def test_export_round_trip(name: str, make_cfg, tmp_path: Path) -> None:
+    """Saved trainable weights rebuild the trained logits; the adapter folder applies to the original base
+    with plain peft (PiSSA converted to LoRA); the merged folder loads with plain transformers."""
+    from peft import PeftModel
+
+    cfg = make_cfg(f"method={name}", "debug=smoke", "callbacks.model_checkpoint=null", "optimizer.lr=1e-2")
+    prepared = prepare(cfg)
+    prepared.trainer.fit(prepared.module, datamodule=prepared.datamodule)
+    batch = next(iter(prepared.datamodule.test_dataloader()))
+    trained = _logits(prepared.module.model, batch)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    weights = prepared.method.trainable_state_dict(prepared.module.model)
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(run_dir / "trainable.safetensors"))
+    result = RunResult(
+        run_id="r", task="synthetic", model="tiny-bert", method=name, seed=42, status="ok",
+        config=OmegaConf.to_container(cfg, resolve=True), output_dir=str(run_dir),
+    )  # fmt: skip
+
+    assert torch.allclose(_logits(rebuild(result).model, batch), trained, atol=1e-5)
+
+    adapter = export_cli.export(result, tmp_path / "adapter", "adapter")
+    model_cfg = ModelConfig.from_cfg(cfg.model)
+    tokenizer = load_tokenizer(model_cfg)
+    base, _ = load_model(model_cfg, load_hf_config(model_cfg, LABELS), tokenizer.pad_token_id)
+    reloaded = PeftModel.from_pretrained(base, str(adapter))
+    assert torch.allclose(_logits(reloaded, batch), trained, atol=1e-4)
+
+    merged = export_cli.export(result, tmp_path / "merged", "merged")
+    plain = AutoModelForSequenceClassification.from_pretrained(str(merged))
+    assert not any("lora" in n for n, _ in plain.named_parameters())
+    assert torch.allclose(_logits(plain, batch), trained, atol=1e-4)
+
+
+def test_run_reports_inference_figures_and_cli_exports(make_cfg, tmp_path: Path) -> None:
+    result = run(make_cfg("method=lora", "debug=fast_dev_run"))
+    eff = result.efficiency
+    assert eff["infer_unmerged_samples_per_s"] > 0 and eff["infer_merged_samples_per_s"] > 0
+    assert eff["infer_mergeable"] == 1.0 and eff["infer_extra_tokens"] == 0
+    assert eff["infer_merge_max_abs_logit_diff"] < 1e-4
+    out = tmp_path / "cli"
+    assert export_cli.main([result.provenance["result_path"], "--out", str(out), "--mode", "adapter"]) == 0
+    assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+    assert (out / "peftbench_export.json").is_file()
+
+
+def test_prompt_methods_cannot_export_merged(make_cfg, tmp_path: Path, capsys) -> None:
+    result = run(make_cfg("method=prompt_tuning", "debug=fast_dev_run", "inference.enabled=false"))
+    code = export_cli.main(
+        [result.provenance["result_path"], "--out", str(tmp_path / "m"), "--mode", "merged"]
+    )
+    assert code == 2 and "cannot be merged" in capsys.readouterr().err
