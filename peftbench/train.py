@@ -15,6 +15,7 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
@@ -64,7 +65,12 @@ def build_regularizers(cfg: DictConfig) -> list[TrainingHooks]:
     if not regularizer or regularizer.get("_target_") is None:
         return []
     resolved = OmegaConf.to_container(regularizer, resolve=True)
-    return [instantiate({k: v for k, v in resolved.items() if k != "name"}, _convert_="all")]
+    try:
+        return [instantiate({k: v for k, v in resolved.items() if k != "name"}, _convert_="all")]
+    except InstantiationException as error:  # surface the regularizer's own one-line ConfigError
+        if isinstance(error.__cause__, ConfigError):
+            raise error.__cause__ from None
+        raise
 
 
 def model_context(model_cfg: ModelConfig, task: TaskConfig, hf_config: Any) -> ModelContext:
@@ -109,6 +115,7 @@ def run(cfg: DictConfig) -> RunResult:
     task = TaskConfig.from_cfg(cfg.task)
     model_cfg = ModelConfig.from_cfg(cfg.model)
     method = build_method(cfg.method)
+    build_regularizers(cfg)  # regularizer knobs too: a bad value is a config error, not a failed run
     try:
         _train_and_test(cfg, task, model_cfg, method, result)
         result.status = "ok"
@@ -148,6 +155,7 @@ def prepare(
     task = task or TaskConfig.from_cfg(cfg.task)
     model_cfg = model_cfg or ModelConfig.from_cfg(cfg.model)
     method = method or build_method(cfg.method)
+    regularizers = build_regularizers(cfg)  # checked before any weights load
     memory.reset_peak()
     L.seed_everything(int(cfg.seed), workers=True)
 
@@ -181,7 +189,7 @@ def prepare(
         optimizer_factory=instantiate(optimizer_cfg, _partial_=True),
         weight_decay=weight_decay,
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
-        regularizers=build_regularizers(cfg),
+        regularizers=regularizers,
         task_type=task.type,
     )
     callbacks = _instantiate_dict(cfg.get("callbacks"))
