@@ -72,7 +72,12 @@ def build_regularizers(cfg: DictConfig) -> list[TrainingHooks]:
     if not regularizer or regularizer.get("_target_") is None:
         return []
     resolved = OmegaConf.to_container(regularizer, resolve=True)
-    return [instantiate({k: v for k, v in resolved.items() if k != "name"}, _convert_="all")]
+    try:
+        return [instantiate({k: v for k, v in resolved.items() if k != "name"}, _convert_="all")]
+    except InstantiationException as error:  # surface the regularizer's own one-line ConfigError
+        if isinstance(error.__cause__, ConfigError):
+            raise error.__cause__ from None
+        raise
 
 
 def model_context(model_cfg: ModelConfig, task: TaskConfig, hf_config: Any) -> ModelContext:
@@ -134,6 +139,7 @@ def run(cfg: DictConfig) -> RunResult:
     task = TaskConfig.from_cfg(cfg.task)
     model_cfg = ModelConfig.from_cfg(cfg.model)
     method = build_method(cfg.method)
+    build_regularizers(cfg)  # regularizer knobs too: a bad value is a config error, not a failed run
     try:
         _train_and_test(cfg, task, model_cfg, method, result)
         result.status = "ok"
@@ -173,6 +179,7 @@ def prepare(
     task = task or TaskConfig.from_cfg(cfg.task)
     model_cfg = model_cfg or ModelConfig.from_cfg(cfg.model)
     method = method or build_method(cfg.method)
+    regularizers = build_regularizers(cfg)  # checked before any weights load
     memory.reset_peak()
     L.seed_everything(int(cfg.seed), workers=True)
 
@@ -207,7 +214,7 @@ def prepare(
         optimizer_factory=instantiate(optimizer_cfg, _partial_=True),
         weight_decay=weight_decay,
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
-        regularizers=build_regularizers(cfg),
+        regularizers=regularizers,
         task_type=task.type,
         test_postfixes=task.test_postfixes,
         generator=generation_evaluator(task, tokenizer) if generative else None,

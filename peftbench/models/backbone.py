@@ -52,6 +52,7 @@ class ModelConfig:
     head_modules: list[str] = field(default_factory=lambda: ["classifier"])
     layers_path: str = "bert.encoder.layer"
     target_modules: dict[str, Any] = field(default_factory=dict)
+    adapter_points: dict[str, str] = field(default_factory=dict)  # sublayer outputs inside a block (adapters)
     dtype: str = "float32"
     attn_implementation: str | None = None
     gradient_checkpointing: bool = False

@@ -1,0 +1,71 @@
+"""Selective layer tuning: chosen transformer blocks and the head train, every other weight is frozen.
+
+Blocks are chosen by index (``layers``), or as the first ``first_k`` / last ``last_k`` blocks of
+``model.layers_path``: the freeze-the-bottom baseline of Lee et al. 2019 ("What Would Elsa Do?
+Freezing Layers During Transformer Fine-Tuning", arXiv:1911.03090). Embeddings, the pooler and
+any final norm stay frozen; only the head (``model.head_modules``) trains besides the blocks.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from peftbench.errors import ConfigError
+from peftbench.methods._common import transformer_layers
+from peftbench.methods.base import METHODS, Method, ModelContext
+from peftbench.methods.head_only import set_head_trainable
+
+
+@METHODS.register
+class SelectiveLayers(Method):
+    def __init__(
+        self,
+        name: str,
+        layers: list[int] | None = None,
+        first_k: int | None = None,
+        last_k: int | None = None,
+    ) -> None:
+        super().__init__(name)
+        given = {
+            key: value
+            for key, value in (("layers", layers), ("first_k", first_k), ("last_k", last_k))
+            if value is not None
+        }
+        if len(given) != 1:
+            raise ConfigError(
+                f"method: set exactly one of layers, first_k, last_k (got {sorted(given) or 'none'})"
+            )
+        self.layers = None if layers is None else [int(i) for i in layers]
+        self.first_k = first_k
+        self.last_k = last_k
+        if self.layers is not None and not self.layers:
+            raise ConfigError("method.layers=[]: name at least one block index")
+        for key, value in (("first_k", first_k), ("last_k", last_k)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"method.{key}={value!r}: expected an integer >= 1")
+
+    def chosen_layers(self, num_layers: int) -> list[int]:
+        """Indices of the blocks that train, for a model with ``num_layers`` blocks."""
+        if self.layers is not None:
+            bad = [i for i in self.layers if not 0 <= i < num_layers]
+            if bad:
+                raise ConfigError(
+                    f"method.layers={self.layers}: index {bad[0]} out of range; this model has blocks "
+                    f"0..{num_layers - 1}"
+                )
+            return sorted(set(self.layers))
+        key, k = ("first_k", self.first_k) if self.first_k is not None else ("last_k", self.last_k)
+        if k > num_layers:
+            raise ConfigError(f"method.{key}={k}: this model has only {num_layers} blocks")
+        return list(range(k)) if key == "first_k" else list(range(num_layers - k, num_layers))
+
+    def validate(self, context: ModelContext) -> None:
+        self.chosen_layers(context.num_layers)  # range checks before any weight loads
+
+    def apply(self, model: nn.Module, context: ModelContext) -> nn.Module:
+        model.requires_grad_(False)
+        blocks = transformer_layers(model, context.layers_path)
+        for index in self.chosen_layers(len(blocks)):
+            blocks[index].requires_grad_(True)
+        set_head_trainable(model, context.head_modules)
+        return model
