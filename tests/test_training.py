@@ -24,9 +24,21 @@ def test_fast_dev_run_every_method(name: str, make_cfg) -> None:
     assert Path(result.provenance["result_path"]).is_file()
 
 
+# tiny-bert is 32 wide: a Pfeiffer adapter there has 2 ReLU units, and in the last block only the [CLS]
+# position reaches the classifier, so both units can sit dead on it and the down-projection bias never
+# gets a gradient. Wider adapters keep the "every trainable tensor moves" check meaningful.
+TEST_OVERRIDES = {"pfeiffer": ["method.reduction_factor=4"], "houlsby": ["method.reduction_factor=4"]}
+
+
 @pytest.mark.parametrize("name", METHOD_NAMES)
 def test_frozen_weights_stay_bit_identical_and_trainable_ones_move(name: str, make_cfg) -> None:
-    cfg = make_cfg(f"method={name}", "debug=smoke", "optimizer.lr=1e-2", "callbacks.model_checkpoint=null")
+    cfg = make_cfg(
+        f"method={name}",
+        "debug=smoke",
+        "optimizer.lr=1e-2",
+        "callbacks.model_checkpoint=null",
+        *TEST_OVERRIDES.get(name, []),
+    )
     prepared = prepare(cfg)
     model = prepared.module.model
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
