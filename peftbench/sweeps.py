@@ -46,10 +46,13 @@ for _name, _function in (("peftbench.wandb_offline", wandb_offline), ("peftbench
 # --- checks and context ---------------------------------------------------------------------------------
 def check_trainer(cfg: DictConfig) -> None:
     """Refuse what Lightning cannot run here before any model loads (FSDP needs CUDA GPUs)."""
-    strategy = str(OmegaConf.select(cfg, "trainer.strategy", default="auto") or "auto")
+    strategy = OmegaConf.select(cfg, "trainer.strategy", default="auto") or "auto"
+    if isinstance(strategy, DictConfig):  # an instantiated strategy: judge by its class
+        strategy = str(strategy.get("_target_", ""))
+    strategy = str(strategy)
     if "fsdp" in strategy.lower():
         accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="auto"))
-        on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+        on_cpu = accelerator == "cpu" or not torch.cuda.is_available()
         if on_cpu:
             raise ConfigError(
                 f"trainer.strategy={strategy}: Lightning's FSDP shards over CUDA GPUs and this run would be on "

@@ -192,11 +192,10 @@ def child_main(argv: Sequence[str]) -> None:
     owner = os.environ.get("PEFTBENCH_JOB_OWNER") in (None, "", str(os.getpid()))
     os.environ["PEFTBENCH_JOB_OWNER"] = os.environ.get("PEFTBENCH_JOB_OWNER") or str(os.getpid())
 
-    kill_marker = os.environ.get(
-        "PEFTBENCH_TEST_KILL_JOB"
-    )  # test-only: SIGKILL the job matching this override
+    # Test-only: SIGKILL the job whose overrides include all of these (joined by '&'), as the OOM killer would.
+    kill_marker = os.environ.get("PEFTBENCH_TEST_KILL_JOB")
     overrides = list(payload["config"].hydra.overrides.task)
-    if kill_marker and kill_marker in overrides:
+    if kill_marker and all(part in overrides for part in kill_marker.split("&")):
         os.kill(os.getpid(), signal.SIGKILL)
 
     from hydra.core.plugins import Plugins
