@@ -64,6 +64,14 @@ def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
 
 
+def job_provenance() -> dict[str, Any]:
+    """Which job of the multirun this is (number, overrides); empty for a single run."""
+    if not is_multirun():
+        return {}
+    hydra_cfg = HydraConfig.get()
+    return {"job_num": int(hydra_cfg.job.num), "overrides": list(hydra_cfg.overrides.task)}
+
+
 def search_context() -> tuple[str, dict[str, Any] | None]:
     """(variant, search record): a job proposed by a search sweeper is a `trial`, anything else `default`."""
     if not is_multirun():

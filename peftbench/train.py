@@ -118,9 +118,7 @@ def run(cfg: DictConfig) -> RunResult:
         precision=str(cfg.trainer.get("precision")),
     )
     result.variant, result.search = sweeps.search_context()  # `trial` under a search sweeper
-    if sweeps.is_multirun():
-        job = HydraConfig.get().job
-        result.provenance.update(job_num=int(job.num), overrides=list(HydraConfig.get().overrides.task))
+    result.provenance.update(sweeps.job_provenance())  # job number and overrides within a multirun
     # Validation happens before the try: a bad config is the user's to fix, not a failed run to record.
     task = TaskConfig.from_cfg(cfg.task)
     model_cfg = ModelConfig.from_cfg(cfg.model)

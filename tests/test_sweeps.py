@@ -116,28 +116,42 @@ def test_tuned_is_chosen_by_validation_never_by_test() -> None:
     assert tuned.filename.endswith("__tuned.json")
 
 
-def test_seed_sweep_resume_failure_and_budget(tmp_path: Path) -> None:
-    """2 methods x 2 seeds; a re-run adds a failing point (seed -1), skips the finished ones and goes on."""
-    sweep = ["-m", "hydra/launcher=basic", "method=full,head_only", "debug=fast_dev_run"]
-    done = _train([*sweep, "seed=1,2", f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+def test_seed_sweep_with_a_failing_point_then_leaderboard(tmp_path: Path) -> None:
+    """2 methods x 2 seeds plus an injected failing point (seed -1): it is recorded and the sweep goes on."""
+    args = ["-m", "hydra/launcher=basic", "method=full,head_only", "debug=fast_dev_run", "seed=1,2,-1"]
+    done = _train([*args, f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
     results, skipped = load_results(tmp_path / "results")
-    assert not skipped and len(results) == 4 and all(r.status == "ok" for r in results)
+    assert not skipped and len(results) == 6
+    failed = [r for r in results if r.status != "ok"]
+    assert sorted(r.method for r in failed) == ["full", "head_only"]
+    assert all(r.status == "failed" and "not in bounds" in r.error and r.seed == -1 for r in failed)
     rows = {r.method: r for r in aggregate(results)}
     for method in ("full", "head_only"):
-        scores = [r.test["test/accuracy"] for r in results if r.method == method]
+        scores = [r.test["test/accuracy"] for r in results if r.method == method and r.status == "ok"]
         assert rows[method].n == 2 and math.isclose(rows[method].mean, statistics.fmean(scores))
-    budget = results[0].budget
+    budget = next(r for r in results if r.status == "ok").budget
     assert budget["steps"] == 1 and budget["samples"] == 16 and budget["tokens"] > 0
     assert budget["train_flops_est"] > 0 and budget["wall_time_s"] > 0
-    assert "| method" in done.stdout  # end-of-sweep table
+    assert "| method" in done.stdout and "failed: synthetic/tiny-bert/full seed -1" in done.stdout
 
-    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "results").glob("*.json")}
-    again = _train([*sweep, "seed=1,2,-1", f"hydra.sweep.dir={tmp_path}/sweep2"], tmp_path)
-    assert (again.stdout + again.stderr).count("skipping") == 4  # finished points are not re-run
-    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
-    failed = [r for r in load_results(tmp_path / "results")[0] if r.status != "ok"]
-    assert sorted(r.method for r in failed) == ["full", "head_only"]  # recorded, and the sweep went on
-    assert all(r.status == "failed" and "not in bounds" in r.error and r.seed == -1 for r in failed)
+
+def test_resume_skips_a_finished_point_and_reruns_on_request(make_cfg, monkeypatch) -> None:
+    monkeypatch.setattr("peftbench.sweeps.is_multirun", lambda: True)  # resume applies to multiruns
+    monkeypatch.setattr("peftbench.sweeps.search_context", lambda: ("default", None))
+    monkeypatch.setattr("peftbench.sweeps.job_provenance", dict)
+    cfg = make_cfg("method=head_only", "debug=fast_dev_run")
+    first = run(cfg)
+    path = Path(first.provenance["result_path"])
+    stamp = path.stat().st_mtime_ns
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished sweep point was trained again")
+
+    monkeypatch.setattr("peftbench.train._train_and_test", no_training)
+    again = run(cfg)
+    assert again.run_id == first.run_id and again.status == "ok" and path.stat().st_mtime_ns == stamp
+    with pytest.raises(AssertionError, match="trained again"):  # sweep.resume=false re-runs it
+        run(make_cfg("method=head_only", "debug=fast_dev_run", "sweep.resume=false"))
 
 
 def test_subprocess_launcher_records_a_killed_job_and_goes_on(tmp_path: Path) -> None:
