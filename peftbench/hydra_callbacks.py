@@ -2,11 +2,46 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+log = logging.getLogger("peftbench")
+
+
+def _sweep_results(config: DictConfig) -> list:
+    from peftbench.results import load_results
+
+    sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
+    results, _ = load_results(config.paths.results_dir)
+    return [r for r in results if r.sweep_dir == sweep_dir]
+
+
+class SelectTuned(Callback):
+    """After a hyperparameter search, write each search's chosen trial (best validation score) as `tuned`.
+
+    Runs at the end of the multirun, when every trial has its result; a sweep without trials is
+    left untouched. Re-running it rewrites the same files (the choice is deterministic).
+    """
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from peftbench.results import write_result
+        from peftbench.sweeps import select_tuned
+
+        for tuned in select_tuned(_sweep_results(config)):
+            path = write_result(tuned, config.paths.results_dir)
+            log.info(
+                "tuned %s/%s seed %s: chose %s of %s trials -> %s",
+                tuned.method,
+                tuned.task,
+                tuned.seed,
+                tuned.run_id,
+                tuned.search.get("trials_run"),
+                path,
+            )
 
 
 class ComparisonTable(Callback):
@@ -14,12 +49,11 @@ class ComparisonTable(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from peftbench.leaderboard import comparison_rows, failed_lines, format_table
-        from peftbench.results import load_results
 
-        sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
-        results, _ = load_results(config.paths.results_dir)
-        mine = [r for r in results if r.sweep_dir == sweep_dir]
-        print(f"\nComparison of {len(mine)} run(s) in {config.paths.results_dir} (sweep {sweep_dir}):")
+        mine = _sweep_results(config)
+        print(
+            f"\nComparison of {len(mine)} run(s) in {config.paths.results_dir} (sweep {config.hydra.sweep.dir}):"
+        )
         print(format_table(comparison_rows(mine)))
         for line in failed_lines(mine):
             print(line)

@@ -22,9 +22,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-SCHEMA_VERSION = 1
-# Top-level config keys that say where or how to log, not what is computed: left out of the run id.
-RUN_ID_EXCLUDED_KEYS = ("paths", "hydra", "logger", "print_summary")
+# 2 added ``budget`` and ``search``; version-1 files read as before (they lack both).
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
+# Top-level config keys that say where or how to log or resume, not what is computed: left out of the run id.
+RUN_ID_EXCLUDED_KEYS = ("paths", "hydra", "logger", "print_summary", "sweep")
 TRACKED_PACKAGES = (
     "peftbench",
     "torch",
@@ -36,7 +38,11 @@ TRACKED_PACKAGES = (
     "hydra-core",
     "bitsandbytes",
 )
+# ok; failed (exception); diverged (non-finite loss); oom (out of memory); killed (the OS ended the job's process).
 STATUSES = ("ok", "failed", "diverged", "oom", "killed")
+# default: the configured hyperparameters; trial: one point of a hyperparameter search (never reported);
+# tuned: the trial a search chose by validation score, copied under this label (its test score is reported).
+VARIANTS = ("default", "trial", "tuned")
 
 
 class ResultSchemaError(ValueError):
@@ -61,6 +67,8 @@ class RunResult:
     efficiency: dict[str, Any] = field(default_factory=dict)  # the eff/ figures, without the prefix
     data: dict[str, Any] = field(default_factory=dict)  # split sizes and seeds
     reference: dict[str, float] = field(default_factory=dict)  # ref/ figures (forgetting), when enabled
+    budget: dict[str, Any] = field(default_factory=dict)  # steps, samples, tokens, FLOPs estimate, wall time
+    search: dict[str, Any] | None = None  # sweeper, trial budget and chosen trial (variant trial/tuned)
     precision: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -77,9 +85,9 @@ class RunResult:
     def from_dict(cls, data: dict[str, Any]) -> RunResult:
         if not isinstance(data, dict) or "schema_version" not in data:
             raise ResultSchemaError("not a peftbench result (no schema_version)")
-        if data["schema_version"] != SCHEMA_VERSION:
+        if data["schema_version"] not in READABLE_SCHEMA_VERSIONS:
             raise ResultSchemaError(
-                f"schema_version {data['schema_version']} (this peftbench reads {SCHEMA_VERSION})"
+                f"schema_version {data['schema_version']} (this peftbench reads {READABLE_SCHEMA_VERSIONS})"
             )
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
@@ -87,11 +95,15 @@ class RunResult:
             raise ResultSchemaError(f"unknown keys {unknown}")
         if data.get("status") not in STATUSES:
             raise ResultSchemaError(f"status {data.get('status')!r} not in {STATUSES}")
+        if data.get("variant", "default") not in VARIANTS:
+            raise ResultSchemaError(f"variant {data.get('variant')!r} not in {VARIANTS}")
         return cls(**data)
 
     @property
     def filename(self) -> str:
-        return f"{self.task}__{self.model}__{self.method}__seed{self.seed}__{self.run_id}.json"
+        # A tuned copy shares its trial's run id (same config); the suffix keeps both files.
+        suffix = "" if self.variant == "default" else f"__{self.variant}"
+        return f"{self.task}__{self.model}__{self.method}__seed{self.seed}__{self.run_id}{suffix}.json"
 
 
 def _jsonable(value: Any) -> Any:
@@ -202,3 +214,15 @@ def load_results(results_dir: str | Path) -> tuple[list[RunResult], list[tuple[P
         except (ResultSchemaError, TypeError, OSError) as error:
             skipped.append((path, str(error)))
     return results, skipped
+
+
+def find_ok_result(results_dir: str | Path, run_id: str) -> RunResult | None:
+    """The finished (status ok) result of this run id in a results folder, if any: what a resumed sweep skips."""
+    for path in sorted(Path(results_dir).glob(f"*__{run_id}*.json")):
+        try:
+            result = read_result(path)
+        except (ResultSchemaError, TypeError, OSError):
+            continue
+        if result.run_id == run_id and result.status == "ok" and result.variant != "tuned":
+            return result
+    return None

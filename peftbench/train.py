@@ -7,6 +7,8 @@ switched on the command line and ``-m`` sweeps over them.
 from __future__ import annotations
 
 import logging
+import math
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +20,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import save_file
 
 from peftbench import config as _config  # noqa: F401  (registers the config resolvers)
+from peftbench import sweeps
 from peftbench.errors import ConfigError
 from peftbench.methods import METHODS, Method, ModelContext, TrainingHooks
 from peftbench.metrics import memory
+from peftbench.metrics.budget import BudgetCounter
 from peftbench.metrics.efficiency import EfficiencyMonitor
 from peftbench.metrics.forgetting import ForgettingMonitor
 from peftbench.metrics.inference import measure_inference
@@ -37,7 +42,7 @@ from peftbench.models.backbone import (
 )
 from peftbench.models.module import PeftBenchModule
 from peftbench.resources import config_dir
-from peftbench.results import RunResult, compute_run_id, provenance, utc_now, write_result
+from peftbench.results import RunResult, compute_run_id, find_ok_result, provenance, utc_now, write_result
 from peftbench.tasks.config import TaskConfig
 from peftbench.tasks.datamodule import TaskDataModule
 from peftbench.tasks.generation import GenerationEvaluator, GenerationSpec
@@ -115,9 +120,16 @@ def _instantiate_dict(node: DictConfig | None) -> list[Any]:
 
 
 def run(cfg: DictConfig) -> RunResult:
-    """Train and evaluate one configuration; always leaves a result file (status ok or failed)."""
-    started_at = utc_now()
+    """Train and evaluate one configuration; always leaves a result file (ok, failed, diverged or oom)."""
+    started_at, clock = utc_now(), time.monotonic()
     run_id = compute_run_id(cfg)
+    # --- sweeps: resume skips a finished sweep point (same run id, status ok) ---
+    if sweeps.resume_enabled(cfg):
+        done = find_ok_result(cfg.paths.results_dir, run_id)
+        if done is not None:
+            log.info("skipping %s: finished result %s (sweep.resume=false re-runs)", run_id, done.filename)
+            return done
+    # --- end sweeps ---
     output_dir = Path(cfg.paths.output_dir)
     sweep_dir = None
     if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
@@ -135,24 +147,29 @@ def run(cfg: DictConfig) -> RunResult:
         sweep_dir=sweep_dir,
         precision=str(cfg.trainer.get("precision")),
     )
+    result.variant, result.search = sweeps.search_context()  # `trial` under a search sweeper
+    result.provenance.update(sweeps.job_provenance())  # job number and overrides within a multirun
     # Validation happens before the try: a bad config is the user's to fix, not a failed run to record.
     task = TaskConfig.from_cfg(cfg.task)
     model_cfg = ModelConfig.from_cfg(cfg.model)
     method = build_method(cfg.method)
     build_regularizers(cfg)  # regularizer knobs too: a bad value is a config error, not a failed run
+    sweeps.check_trainer(cfg)
     try:
         _train_and_test(cfg, task, model_cfg, method, result)
         result.status = "ok"
     except Exception as error:
-        result.status = "failed"
+        result.status = sweeps.failure_status(error)  # failed, diverged or oom
         result.error = f"{type(error).__name__}: {error}"
-        log.error("run failed:\n%s", traceback.format_exc())
+        log.error("run %s:\n%s", result.status, traceback.format_exc())
         raise
     finally:
         result.ended_at = utc_now()
+        result.budget["wall_time_s"] = time.monotonic() - clock
         result.provenance = {**provenance(), **result.provenance}
-        path = write_result(result, cfg.paths.results_dir)
-        result.provenance["result_path"] = str(path)
+        if rank_zero_only.rank == 0:  # under DDP every rank runs this; one result file per run
+            path = write_result(result, cfg.paths.results_dir)
+            result.provenance["result_path"] = str(path)
     return result
 
 
@@ -257,6 +274,10 @@ def _train_and_test(
         "global_steps": trainer.global_step,
     }
 
+    budget = next((c for c in trainer.callbacks if isinstance(c, BudgetCounter)), None)
+    if budget is not None:
+        result.budget.update(budget.figures)
+    result.budget.update(max_steps=int(task.max_steps), batch_size=int(task.batch_size))
     figures = dict(efficiency.figures) if efficiency else {}
     figures["peak_mem_load_rss_mb"] = prepared.load_figures["peak_rss_mb"]
     output_dir = Path(cfg.paths.output_dir)
@@ -312,7 +333,17 @@ def print_summary(result: RunResult) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    result = run(cfg)
+    try:
+        result = run(cfg)
+    except Exception as error:
+        if not sweeps.keep_going(cfg):
+            raise
+        # The sweep goes on; the failure is in the results folder (status and error). A sweeper reads
+        # NaN as a failed trial.
+        if isinstance(error, ConfigError):  # raised before run() could record anything
+            sweeps.record_failure(cfg, "failed", f"ConfigError: {error}")
+        log.error("job failed, sweep goes on: %s: %s", type(error).__name__, error)
+        return math.nan
     if cfg.get("print_summary", True):
         print_summary(result)
     # What a Hydra sweeper optimises: the validation monitor of the chosen checkpoint.

@@ -1,0 +1,234 @@
+"""A Hydra launcher that runs every sweep job in its own fresh Python process (peftbench's default).
+
+Why our own: a benchmark sweep needs (1) the peak memory of each job, not of the sweep so far,
+and (2) a job the OS kills (CPU out-of-memory: SIGKILL) to be recorded while the sweep goes on.
+Hydra's basic launcher runs jobs in its own process (a kill ends the whole sweep);
+hydra-joblib-launcher reuses worker processes (one job's peak memory carries into the next) and
+aborts the sweep when a worker dies; submitit's local mode starts all jobs at once. This launcher
+stays small: the parent composes each job's config exactly as the basic launcher does, pickles it
+with Hydra's context to a file and starts ``python -m hydra_plugins.peftbench_plugin.job_child``,
+which calls Hydra's own ``run_job``. A job whose process dies without answering gets a result
+file with status ``killed`` (or a timeout) written by the parent, and the sweep continues.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SubprocessLauncherConf:
+    _target_: str = "hydra_plugins.peftbench_plugin.subprocess_launcher.SubprocessLauncher"
+    max_parallel: int = 1  # jobs running at once (each in its own process)
+    timeout_s: float | None = None  # a job running longer is killed and recorded as killed
+
+
+ConfigStore.instance().store(
+    group="hydra/launcher", name="peftbench_subprocess", node=SubprocessLauncherConf, provider="peftbench"
+)
+
+
+def task_reference(task_function: TaskFunction) -> tuple[str | None, str, str]:
+    """(module, file, name) from which a fresh process re-imports the task function."""
+    module = task_function.__module__
+    file = getattr(sys.modules.get(module), "__file__", None) or ""
+    if module == "__main__":  # `python -m pkg.mod` knows its real name; a script only its path
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec is not None else None
+    return module, os.path.abspath(file) if file else "", task_function.__qualname__
+
+
+class SubprocessLauncher(Launcher):
+    def __init__(self, max_parallel: int = 1, timeout_s: float | None = None) -> None:
+        self.max_parallel = max(1, int(max_parallel))
+        self.timeout_s = timeout_s
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        assert self.config is not None and self.hydra_context is not None and self.task_function is not None
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        log.info(f"Launching {len(job_overrides)} jobs, each in a fresh process")
+        jobs = []
+        for offset, overrides in enumerate(job_overrides):
+            idx = initial_job_idx + offset
+            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(sweep_config):
+                sweep_config.hydra.job.id = idx
+                sweep_config.hydra.job.num = idx
+            jobs.append((idx, list(overrides), sweep_config))
+        with ThreadPoolExecutor(max_workers=self.max_parallel) as pool:
+            returns = list(pool.map(lambda job: self._run_one(*job), jobs))
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return returns
+
+    def _run_one(self, idx: int, overrides: list[str], sweep_config: DictConfig) -> JobReturn:
+        with tempfile.TemporaryDirectory(prefix=f"peftbench-job{idx}-") as folder:
+            payload, answer = Path(folder) / "job.pkl", Path(folder) / "return.pkl"
+            with payload.open("wb") as handle:
+                pickle.dump(
+                    {
+                        "hydra_context": self.hydra_context,
+                        "config": sweep_config,
+                        "task": task_reference(self.task_function),
+                        "sys_path": sys.path,
+                        # Hydra's singletons without OmegaConf's resolvers (closures do not pickle;
+                        # the child registers them again on import).
+                        "singletons": Singleton.get_state()["instances"],
+                    },
+                    handle,
+                )
+            command = [
+                sys.executable,
+                "-m",
+                "hydra_plugins.peftbench_plugin.job_child",
+                str(payload),
+                str(answer),
+            ]
+            try:
+                code = subprocess.run(command, timeout=self.timeout_s, check=False).returncode
+                reason = None
+            except subprocess.TimeoutExpired:  # subprocess.run has killed it
+                code, reason = -signal.SIGKILL, f"timed out after {self.timeout_s} s"
+            if answer.is_file():
+                with answer.open("rb") as handle:
+                    reply = pickle.load(handle)
+                ret = JobReturn(
+                    overrides=overrides,
+                    cfg=sweep_config,
+                    working_dir=reply["working_dir"],
+                    task_name=reply["task_name"],
+                )
+                if reply["status"] == "completed":
+                    ret.status, ret.return_value = JobStatus.COMPLETED, reply["value"]
+                else:
+                    ret.status, ret.return_value = JobStatus.FAILED, RuntimeError(reply["value"])
+                return ret
+        return self._record_dead(idx, overrides, sweep_config, code, reason)
+
+    def _record_dead(
+        self, idx: int, overrides: list[str], sweep_config: DictConfig, code: int, reason: str | None
+    ) -> JobReturn:
+        """The job's process ended without answering: write its result (killed, or failed) from here."""
+        from peftbench import sweeps
+
+        status = "killed" if code < 0 else "failed"
+        if reason is None:
+            if code < 0:
+                name = signal.Signals(-code).name
+                hint = " (the OS out-of-memory killer sends SIGKILL)" if -code == signal.SIGKILL else ""
+                reason = f"process killed by {name}{hint}"
+            else:
+                reason = f"process exited with code {code} before finishing"
+        HydraConfig.instance().set_config(sweep_config)
+        error = f"job #{idx}: {reason}"
+        try:
+            path = sweeps.record_failure(_task_config(sweep_config), status, error)
+            log.error(f"{error}; recorded in {path}")
+        except Exception as failure:  # a broken config must not hide the kill itself
+            log.error(f"{error}; could not record it: {failure}")
+        keep_going = bool(OmegaConf.select(sweep_config, "sweep.keep_going", default=True))
+        ret = JobReturn(overrides=overrides, cfg=sweep_config, task_name=str(sweep_config.hydra.job.name))
+        if keep_going:
+            ret.status, ret.return_value = (
+                JobStatus.COMPLETED,
+                math.nan,
+            )  # a sweeper reads NaN as a failed trial
+        else:
+            ret.status, ret.return_value = JobStatus.FAILED, RuntimeError(error)
+        return ret
+
+
+def _task_config(sweep_config: DictConfig) -> DictConfig:
+    """The job's config as the task sees it (Hydra's own node removed, like run_job does)."""
+    task_cfg = OmegaConf.create(OmegaConf.to_container(sweep_config, resolve=False))
+    with open_dict(task_cfg):
+        task_cfg.pop("hydra", None)
+    return task_cfg
+
+
+def child_main(argv: Sequence[str]) -> None:
+    """Entry point of the job's process (see job_child.py)."""
+    import importlib
+    import importlib.util
+
+    from hydra.core.utils import run_job
+
+    payload_path, answer_path = Path(argv[0]), Path(argv[1])
+    with payload_path.open("rb") as handle:
+        payload = pickle.load(handle)
+    for entry in reversed(payload["sys_path"]):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    # Only the process the launcher started answers, not the extra ranks a DDP strategy re-executes.
+    owner = os.environ.get("PEFTBENCH_JOB_OWNER") in (None, "", str(os.getpid()))
+    os.environ["PEFTBENCH_JOB_OWNER"] = os.environ.get("PEFTBENCH_JOB_OWNER") or str(os.getpid())
+
+    # Test-only: SIGKILL the job whose overrides include all of these (joined by '&'), as the OOM killer would.
+    kill_marker = os.environ.get("PEFTBENCH_TEST_KILL_JOB")
+    overrides = list(payload["config"].hydra.overrides.task)
+    if kill_marker and all(part in overrides for part in kill_marker.split("&")):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    from hydra.core.plugins import Plugins
+
+    Singleton._instances = payload["singletons"]
+    Plugins.instance()  # rediscovered, as Singleton.set_state does
+    setup_globals()
+    module_name, file, name = payload["task"]
+    if module_name:
+        module = importlib.import_module(module_name)
+    else:  # started as a script: load it under another name so its `if __name__ == "__main__"` stays idle
+        spec = importlib.util.spec_from_file_location("_peftbench_task_main", file)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    task_function = getattr(module, name)
+    task_function = getattr(task_function, "__wrapped__", task_function)  # undo @hydra.main
+    ret = run_job(
+        hydra_context=payload["hydra_context"],
+        task_function=task_function,
+        config=payload["config"],
+        job_dir_key="hydra.sweep.dir",
+        job_subdir_key="hydra.sweep.subdir",
+    )
+    # Hydra's JobReturn holds structured-config objects that do not pickle: send back what a sweeper reads.
+    if ret.status == JobStatus.COMPLETED:
+        answer = {"status": "completed", "value": ret._return_value}
+    else:
+        error = ret._return_value
+        answer = {"status": "failed", "value": f"{type(error).__name__}: {error}"}
+    answer.update(working_dir=ret.working_dir, task_name=ret.task_name)
+    if owner:
+        tmp = answer_path.with_suffix(".tmp")
+        with tmp.open("wb") as handle:
+            pickle.dump(answer, handle)
+        os.replace(tmp, answer_path)
+    return ret

@@ -1,0 +1,179 @@
+"""Sweep-level behaviour of a run: resume, failure statuses, search variants, tuned selection.
+
+Kept apart from ``train.py`` so the training path stays readable; ``train.run`` calls these few
+functions. Everything here works under any Hydra launcher (basic, ours, joblib, submitit).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from peftbench.errors import ConfigError
+from peftbench.results import RunResult, compute_run_id, provenance, utc_now, write_result
+
+# Hydra sweepers that propose points of a hyperparameter search: their jobs are `trial`s.
+SEARCH_SWEEPERS = ("optuna", "nevergrad", "ax")
+
+
+# --- resolvers used by the logger presets ---------------------------------------------------------------
+def wandb_offline() -> bool:
+    """wandb logs offline (synced later with `wandb sync`) unless an API key is set and WANDB_MODE allows it."""
+    mode = os.environ.get("WANDB_MODE", "")
+    return mode in ("offline", "dryrun", "disabled") or not os.environ.get("WANDB_API_KEY")
+
+
+def sweep_name() -> str:
+    """The multirun's folder name (one group per sweep), or `single` for a single run."""
+    if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
+        return Path(HydraConfig.get().sweep.dir).name
+    return "single"
+
+
+for _name, _function in (("peftbench.wandb_offline", wandb_offline), ("peftbench.sweep_name", sweep_name)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _function)
+
+
+# --- checks and context ---------------------------------------------------------------------------------
+def check_trainer(cfg: DictConfig) -> None:
+    """Refuse what Lightning cannot run here before any model loads (FSDP needs CUDA GPUs)."""
+    strategy = OmegaConf.select(cfg, "trainer.strategy", default="auto") or "auto"
+    if isinstance(strategy, DictConfig):  # an instantiated strategy: judge by its class
+        strategy = str(strategy.get("_target_", ""))
+    strategy = str(strategy)
+    if "fsdp" in strategy.lower():
+        accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="auto"))
+        on_cpu = accelerator == "cpu" or not torch.cuda.is_available()
+        if on_cpu:
+            raise ConfigError(
+                f"trainer.strategy={strategy}: Lightning's FSDP shards over CUDA GPUs and this run would be on "
+                "the CPU; use trainer=ddp (CPU or GPU) or trainer=default"
+            )
+
+
+def is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
+
+
+def job_provenance() -> dict[str, Any]:
+    """Which job of the multirun this is (number, overrides); empty for a single run."""
+    if not is_multirun():
+        return {}
+    hydra_cfg = HydraConfig.get()
+    return {"job_num": int(hydra_cfg.job.num), "overrides": list(hydra_cfg.overrides.task)}
+
+
+def search_context() -> tuple[str, dict[str, Any] | None]:
+    """(variant, search record): a job proposed by a search sweeper is a `trial`, anything else `default`."""
+    if not is_multirun():
+        return "default", None
+    sweeper = HydraConfig.get().sweeper
+    target = str(sweeper.get("_target_", ""))
+    kind = next((name for name in SEARCH_SWEEPERS if name in target.lower()), None)
+    if kind is None:
+        return "default", None
+    sampler = sweeper.get("sampler")
+    record = {
+        "sweeper": kind,
+        "n_trials": sweeper.get("n_trials"),
+        "sampler": str(sampler.get("_target_")) if sampler is not None else None,
+        "direction": str(sweeper.get("direction")),
+        "space": OmegaConf.to_container(sweeper.get("params"), resolve=False)
+        if sweeper.get("params")
+        else None,
+        "sweep_dir": str(Path(HydraConfig.get().sweep.dir).resolve()),
+    }
+    return "trial", record
+
+
+def failure_status(error: BaseException) -> str:
+    """Map an exception to a result status: oom, diverged or failed."""
+    from peftbench.metrics.budget import RunDiverged
+
+    if isinstance(error, RunDiverged):
+        return "diverged"
+    if isinstance(error, MemoryError | torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower():
+        return "oom"
+    return "failed"
+
+
+def record_failure(cfg: DictConfig, status: str, error: str) -> Path:
+    """Write a result for a job that died before ``train.run`` could (config error, killed process)."""
+    result = RunResult(
+        run_id=compute_run_id(cfg),
+        task=str(OmegaConf.select(cfg, "task.name")),
+        model=str(OmegaConf.select(cfg, "model.name")),
+        method=str(OmegaConf.select(cfg, "method.name")),
+        seed=int(cfg.seed),
+        status=status,
+        study=cfg.get("study"),
+        error=error,
+        config=OmegaConf.to_container(cfg, resolve=False),
+        started_at=utc_now(),
+        ended_at=utc_now(),
+        provenance=provenance(),
+    )
+    if is_multirun():
+        result.sweep_dir = str(Path(HydraConfig.get().sweep.dir).resolve())
+        result.variant, result.search = search_context()
+    return write_result(result, cfg.paths.results_dir)
+
+
+def resume_enabled(cfg: DictConfig) -> bool:
+    """Skip finished sweep points: in a multirun, unless `sweep.resume=false`."""
+    return is_multirun() and bool(OmegaConf.select(cfg, "sweep.resume", default=True))
+
+
+def keep_going(cfg: DictConfig) -> bool:
+    """In a multirun, a failed job is recorded and the sweep goes on, unless `sweep.keep_going=false`."""
+    return is_multirun() and bool(OmegaConf.select(cfg, "sweep.keep_going", default=True))
+
+
+# --- tuned selection ------------------------------------------------------------------------------------
+def _validation_score(result: RunResult) -> float | None:
+    monitor = result.selection.get("monitor") or result.config.get("task", {}).get("monitor")
+    value = result.val_best.get(monitor) if monitor else None
+    return None if value is None or math.isnan(value) else value
+
+
+def select_tuned(results: Iterable[RunResult]) -> list[RunResult]:
+    """For each search (sweep x task x model x method x seed), the trial with the best *validation* score.
+
+    The chosen trial is returned as a copy labelled ``tuned``, carrying the search budget (trials
+    asked, trials finished ok) and the chosen trial's hyperparameters. Test scores never enter the
+    choice; ties go to the earlier trial.
+    """
+    searches: dict[tuple, list[RunResult]] = defaultdict(list)
+    for result in results:
+        if result.variant == "trial" and result.search:
+            key = (result.search.get("sweep_dir"), result.task, result.model, result.method, result.seed)
+            searches[key].append(result)
+    chosen = []
+    for trials in searches.values():
+        scored = [(t, _validation_score(t)) for t in trials if t.status == "ok"]
+        scored = [(t, s) for t, s in scored if s is not None]
+        if not scored:
+            continue
+        mode = scored[0][0].selection.get("mode", "max")
+        sign = 1 if mode == "max" else -1
+        best, _ = max(scored, key=lambda pair: (sign * pair[1], -int(pair[0].provenance.get("job_num") or 0)))
+        tuned = RunResult.from_dict({**best.to_dict(), "variant": "tuned"})
+        tuned.search = {
+            **(best.search or {}),
+            "trials_run": len(trials),
+            "trials_ok": len(scored),
+            "chosen_run_id": best.run_id,
+            "chosen_overrides": best.provenance.get("overrides"),
+            "rule": "best validation score",
+        }
+        chosen.append(tuned)
+    return chosen
