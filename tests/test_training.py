@@ -84,8 +84,16 @@ def test_result_round_trips_and_run_id_is_stable(tmp_path: Path) -> None:
     assert loaded.to_dict() == json.loads(json.dumps(loaded.to_dict()))
     assert loaded.run_id == result.run_id and loaded.status == "ok"
     assert loaded.test and loaded.test_last and loaded.val_best
-    for key in ("trainable_params", "total_params", "trainable_ratio_pct", "peak_mem_mb", "train_samples_per_s",
-                "train_tokens_per_s", "train_time_s", "trainable_disk_mb"):
+    for key in (
+        "trainable_params",
+        "total_params",
+        "trainable_ratio_pct",
+        "peak_mem_mb",
+        "train_samples_per_s",
+        "train_tokens_per_s",
+        "train_time_s",
+        "trainable_disk_mb",
+    ):
         assert key in loaded.efficiency, key
     assert loaded.provenance["packages"]["torch"]
     assert loaded.config["method"]["name"] == "lora"
@@ -101,7 +109,9 @@ def test_write_is_atomic(tmp_path: Path, monkeypatch) -> None:
 
     monkeypatch.setattr("peftbench.results.json.dumps", broken_dumps)
     with pytest.raises(RuntimeError):
-        write_result(RunResult(run_id="abc", task="t", model="m", method="x", seed=0, status="failed"), tmp_path)
+        write_result(
+            RunResult(run_id="abc", task="t", model="m", method="x", seed=0, status="failed"), tmp_path
+        )
     assert read_result(path).status == "ok"  # the old complete file is untouched
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # and no partial file is left
 
@@ -121,8 +131,17 @@ def test_crashing_run_leaves_a_failed_result(make_cfg, monkeypatch, tmp_path: Pa
 
 def test_multirun_writes_one_result_per_job_with_its_own_peak(tmp_path: Path) -> None:
     command = [
-        sys.executable, "-m", "peftbench.train", "-m", "method=full,head_only", "model=tiny-bert", "task=synthetic",
-        "logger=none", "debug=smoke", f"paths.results_dir={tmp_path}/results", f"hydra.sweep.dir={tmp_path}/sweep",
+        sys.executable,
+        "-m",
+        "peftbench.train",
+        "-m",
+        "method=full,head_only",
+        "model=tiny-bert",
+        "task=synthetic",
+        "logger=none",
+        "debug=smoke",
+        f"paths.results_dir={tmp_path}/results",
+        f"hydra.sweep.dir={tmp_path}/sweep",
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -16,5 +16,7 @@ class PeftbenchSearchPathPlugin(SearchPathPlugin):
 
         ours = str(config_dir()).rstrip("/")
         # Entries may or may not carry the file:// scheme, depending on how the app was started.
-        if any((entry.path or "").removeprefix("file://").rstrip("/") == ours for entry in search_path.get_path()):
+        if any(
+            (entry.path or "").removeprefix("file://").rstrip("/") == ours for entry in search_path.get_path()
+        ):
             search_path.append(provider="peftbench-experiments", path=f"file://{resource_root()}")

@@ -103,7 +103,9 @@ class PeftTuner(Method):
             return
         from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-        auto_class = AutoModelForCausalLM if context.task_type == "CAUSAL_LM" else AutoModelForSequenceClassification
+        auto_class = (
+            AutoModelForCausalLM if context.task_type == "CAUSAL_LM" else AutoModelForSequenceClassification
+        )
         with torch.device("meta"):
             skeleton = auto_class.from_config(copy.deepcopy(hf_config))
         try:

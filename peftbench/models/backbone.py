@@ -61,7 +61,9 @@ class ModelConfig:
     causal_lm: bool = False  # a decoder with a causal-LM head: generation tasks and ref/ LM loss need one
     padding_side: Literal["left", "right"] | None = None  # None: left for decoders, right for encoders
     gguf_file: str | None = None  # a GGUF file inside name_or_path: dequantised once, cached as an HF folder
-    weights_note: str | None = None  # what exactly the weights are (recorded in results), e.g. the quantisation
+    weights_note: str | None = (
+        None  # what exactly the weights are (recorded in results), e.g. the quantisation
+    )
     # --- quantised loading (QLoRA), see quantization_config() ---
     quantization: str | None = None  # None | nf4 | fp4: 4-bit linear weights via bitsandbytes
     double_quant: bool = True  # quantise the quantisation constants too
@@ -199,7 +201,9 @@ def quantization_config(model_cfg: ModelConfig) -> Any:
     )
 
 
-def _quantized_from_config(auto_class: Any, config: PretrainedConfig, kwargs: dict[str, Any]) -> PreTrainedModel:
+def _quantized_from_config(
+    auto_class: Any, config: PretrainedConfig, kwargs: dict[str, Any]
+) -> PreTrainedModel:
     """Random-init model, quantised: transformers quantises only in from_pretrained, so go through a folder."""
     import tempfile
 

@@ -104,7 +104,9 @@ class TaskDataModule(L.LightningDataModule):
         if self.task.group_by_length:
             # Batches of similar length waste less compute on padding; the sampler still shuffles.
             sampler = LengthGroupedSampler(self.task.batch_size, lengths=_lengths(dataset))
-            return self._loader(dataset, self.task.batch_size, sampler=sampler, collate_fn=self.train_collator)
+            return self._loader(
+                dataset, self.task.batch_size, sampler=sampler, collate_fn=self.train_collator
+            )
         return self._loader(dataset, self.task.batch_size, shuffle=True, collate_fn=self.train_collator)
 
     def val_dataloader(self) -> DataLoader:
