@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 import peftbench.config  # noqa: F401  (registers resolvers)
 from peftbench.resources import config_dir
@@ -35,14 +35,6 @@ def compose_config(
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[*extra, *overrides])
     GlobalHydra.instance().clear()
-    return cfg
-
-
-def use_fixture(cfg: DictConfig) -> DictConfig:
-    """Run a task on its local fixture (same columns), as an offline stand-in (TaskConfig swaps it in)."""
-    if cfg.task.get("fixture"):
-        with open_dict(cfg):
-            cfg.task.use_fixture = True
     return cfg
 
 

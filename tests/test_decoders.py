@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config, use_fixture
+from conftest import compose_config
 from peft import PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig
 from torchmetrics import MetricCollection
 
@@ -80,20 +80,6 @@ def test_generation_fast_dev_run_scores_exact_match(make_cfg) -> None:
     result = run(make_cfg("model=tiny-llama", "task=arith", "method=lora", "debug=fast_dev_run"))
     assert result.status == "ok"
     assert 0.0 <= result.test["test/exact_match"] <= 1.0 and "test/loss" in result.test
-
-
-def test_gsm8k_config_runs_on_its_fixture(make_cfg) -> None:
-    cfg = use_fixture(
-        make_cfg(
-            "model=tiny-llama",
-            "task=gsm8k",
-            "task.max_length=128",
-            "task.generation.max_new_tokens=4",
-            "debug=fast_dev_run",
-        )
-    )
-    result = run(cfg)
-    assert result.status == "ok" and "test/exact_match" in result.test
 
 
 def test_generation_task_needs_a_decoder(make_cfg) -> None:
