@@ -96,9 +96,13 @@ def search_context() -> tuple[str, dict[str, Any] | None]:
 
 
 def failure_status(error: BaseException) -> str:
-    """Map an exception to a result status: oom, diverged or failed."""
+    """Map an exception to a result status: killed, oom, diverged or failed."""
     from peftbench.metrics.budget import RunDiverged
 
+    # Ctrl-C or SIGTERM: Lightning turns KeyboardInterrupt into a graceful shutdown that ends in
+    # SystemExit, so the run never reaches its test -- it must not be recorded as ok.
+    if isinstance(error, KeyboardInterrupt | SystemExit):
+        return "killed"
     if isinstance(error, RunDiverged):
         return "diverged"
     if isinstance(error, MemoryError | torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower():
