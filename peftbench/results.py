@@ -38,6 +38,14 @@ TRACKED_PACKAGES = (
     "hydra-core",
     "bitsandbytes",
 )
+# Knobs added after results existed, at the value that reproduces the earlier behaviour: left out of the
+# run id at that value, so adding a knob never orphans finished results (a resumed sweep still finds them).
+RUN_ID_NEUTRAL_DEFAULTS: dict[tuple[str, ...], Any] = {
+    ("task", "epochs"): None,
+    ("task", "selection"): "carved_validation",
+    ("init_from",): None,
+    ("reproduction",): None,
+}
 # ok; failed (exception); diverged (non-finite loss); oom (out of memory); killed (the OS ended the job's process).
 STATUSES = ("ok", "failed", "diverged", "oom", "killed")
 # default: the configured hyperparameters; trial: one point of a hyperparameter search (never reported);
@@ -148,7 +156,14 @@ def identity_config(cfg: DictConfig) -> dict[str, Any]:
             masked.paths[key] = f"<paths.{key}>"
     masked.pop("hydra", None)
     data = OmegaConf.to_container(masked, resolve=True)
-    return {k: v for k, v in data.items() if k not in RUN_ID_EXCLUDED_KEYS}
+    data = {k: v for k, v in data.items() if k not in RUN_ID_EXCLUDED_KEYS}
+    for path, neutral in RUN_ID_NEUTRAL_DEFAULTS.items():
+        node = data
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and path[-1] in node and node[path[-1]] == neutral:
+            del node[path[-1]]
+    return data
 
 
 def compute_run_id(cfg: DictConfig) -> str:

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import save_file
 
 from peftbench import config as _config  # noqa: F401  (registers the config resolvers)
-from peftbench import sweeps
+from peftbench import init_from, sweeps
 from peftbench.errors import ConfigError
 from peftbench.methods import METHODS, Method, ModelContext, TrainingHooks
 from peftbench.metrics import memory
@@ -155,11 +155,13 @@ def run(cfg: DictConfig) -> RunResult:
     method = build_method(cfg.method)
     build_regularizers(cfg)  # regularizer knobs too: a bad value is a config error, not a failed run
     sweeps.check_trainer(cfg)
+    check_selection(cfg, task)
+    init_source = init_from.resolve(cfg)  # the earlier run to start from must exist before anything loads
     try:
-        _train_and_test(cfg, task, model_cfg, method, result)
+        _train_and_test(cfg, task, model_cfg, method, result, init_source)
         result.status = "ok"
-    except Exception as error:
-        result.status = sweeps.failure_status(error)  # failed, diverged or oom
+    except BaseException as error:  # BaseException: an interrupted run is `killed`, never a silent `ok`
+        result.status = sweeps.failure_status(error)  # killed, failed, diverged or oom
         result.error = f"{type(error).__name__}: {error}"
         log.error("run %s:\n%s", result.status, traceback.format_exc())
         raise
@@ -173,6 +175,34 @@ def run(cfg: DictConfig) -> RunResult:
     return result
 
 
+def check_selection(cfg: DictConfig, task: TaskConfig) -> None:
+    """Selecting on the reported split is a paper's rule, allowed only where a reproduction asks for it."""
+    if task.selection == "reported_split" and not cfg.get("reproduction"):
+        raise ConfigError(
+            "task.selection=reported_split: only paper reproductions (experiments/<paper>/ configs with a "
+            "`reproduction:` block) may select on the reported split; allowed here: carved_validation"
+        )
+
+
+def derive_epoch_budget(cfg: DictConfig, task: TaskConfig, train_rows: int) -> dict[str, int]:
+    """``task.epochs``: the step budget that covers that many epochs, validating once per epoch.
+
+    Papers state budgets in epochs; the loop counts optimizer steps (every method the same budget), so
+    the epochs become steps once the train split's size is known. Written back into the config, so the
+    trainer, the scheduler and the result all see the derived numbers.
+    """
+    accumulate = int(OmegaConf.select(cfg, "trainer.accumulate_grad_batches", default=1) or 1)
+    devices = OmegaConf.select(cfg, "trainer.devices", default=1)
+    world = int(devices) if isinstance(devices, int) and devices > 0 else 1
+    batches_per_epoch = math.ceil(train_rows / (task.batch_size * world))
+    steps_per_epoch = math.ceil(batches_per_epoch / accumulate)
+    task.max_steps = int(task.epochs) * steps_per_epoch
+    task.val_every_n_steps = batches_per_epoch  # Lightning counts batches: the end of every epoch
+    cfg.task.max_steps = task.max_steps
+    cfg.task.val_every_n_steps = task.val_every_n_steps
+    return {"epochs": int(task.epochs), "steps_per_epoch": steps_per_epoch, "max_steps": task.max_steps}
+
+
 @dataclass
 class PreparedRun:
     """Everything built for one run before training starts (tests and benchmarks reuse it)."""
@@ -184,6 +214,8 @@ class PreparedRun:
     datamodule: TaskDataModule
     trainer: L.Trainer
     load_figures: dict[str, float]
+    init_record: dict[str, Any] | None = None  # what init_from loaded, when set
+    epoch_budget: dict[str, int] | None = None  # task.epochs turned into steps, when set
 
 
 def prepare(
@@ -191,6 +223,7 @@ def prepare(
     task: TaskConfig | None = None,
     model_cfg: ModelConfig | None = None,
     method: Method | None = None,
+    init_source: init_from.InitSource | None = None,
 ) -> PreparedRun:
     """Seed, load data, tokenizer and model, apply the method, build the module and the trainer."""
     task = task or TaskConfig.from_cfg(cfg.task)
@@ -213,6 +246,9 @@ def prepare(
     tokenizer = load_tokenizer(model_cfg)
     datamodule = TaskDataModule(task, tokenizer)
     datamodule.setup()
+    epoch_budget = None
+    if task.epochs is not None:
+        epoch_budget = derive_epoch_budget(cfg, task, datamodule.split_sizes()["train"])
 
     generative = task.type == "generation"
     model, new_weights = load_model(model_cfg, hf_config, tokenizer.pad_token_id, generative=generative)
@@ -221,6 +257,9 @@ def prepare(
         log.warning("weights initialised from scratch outside model.head_modules: %s", stray)
     load_figures = memory.peak_mb()
     model = method.apply(model, context)
+    init_record = (
+        init_from.load_into(model, init_source, context.head_modules, method) if init_source else None
+    )
 
     optimizer_cfg = OmegaConf.to_container(cfg.optimizer, resolve=True)
     weight_decay = float(optimizer_cfg.pop("weight_decay", 0.0))
@@ -241,15 +280,30 @@ def prepare(
     if not loggers:  # Lightning refuses a learning-rate monitor with nothing to log to (logger=none)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    return PreparedRun(task, model_cfg, method, module, datamodule, trainer, load_figures)
+    return PreparedRun(
+        task, model_cfg, method, module, datamodule, trainer, load_figures, init_record, epoch_budget
+    )
 
 
 def _train_and_test(
-    cfg: DictConfig, task: TaskConfig, model_cfg: ModelConfig, method: Method, result: RunResult
+    cfg: DictConfig,
+    task: TaskConfig,
+    model_cfg: ModelConfig,
+    method: Method,
+    result: RunResult,
+    init_source: init_from.InitSource | None = None,
 ) -> None:
-    prepared = prepare(cfg, task, model_cfg, method)
+    prepared = prepare(cfg, task, model_cfg, method, init_source)
     module, datamodule, trainer = prepared.module, prepared.datamodule, prepared.trainer
     result.data = {"split_seed": task.split_seed, "sizes": datamodule.split_sizes()}
+    if prepared.init_record is not None:
+        result.provenance["init_from"] = prepared.init_record
+    if prepared.epoch_budget is not None:  # the derived steps, where the recorded config said only epochs
+        result.budget.update(prepared.epoch_budget)
+        for section in ("task", "trainer"):
+            result.config[section]["max_steps"] = task.max_steps
+        result.config["task"]["val_every_n_steps"] = task.val_every_n_steps
+        result.config["trainer"]["val_check_interval"] = task.val_every_n_steps
     trainer.fit(module, datamodule=datamodule)
 
     efficiency = next((c for c in trainer.callbacks if isinstance(c, EfficiencyMonitor)), None)
@@ -268,7 +322,8 @@ def _train_and_test(
     result.selection = {
         "monitor": task.monitor,
         "mode": task.monitor_mode,
-        "rule": "best_validation",
+        # best_validation: a split carved from train; reported_split: the paper's own rule (flagged in reports)
+        "rule": "reported_split" if task.selection == "reported_split" else "best_validation",
         "best_checkpoint": best_path or None,
         "chosen": "best" if best_path else "last",
         "global_steps": trainer.global_step,
@@ -287,6 +342,7 @@ def _train_and_test(
         name: tensor.contiguous().cpu() for name, tensor in method.trainable_state_dict(module.model).items()
     }
     save_file(weights, str(weights_path))
+    result.provenance["trainable_weights"] = str(weights_path.resolve())  # what init_from= loads
     figures["trainable_disk_mb"] = weights_path.stat().st_size / 2**20
     if prepared.load_figures.get("peak_cuda_allocated_mb") is not None:
         figures["peak_mem_load_cuda_allocated_mb"] = prepared.load_figures["peak_cuda_allocated_mb"]

@@ -70,6 +70,7 @@ class BottleneckAdapterMethod(Method):
         name: str,
         sites: list[str | None],
         reduction_factor: int = 16,
+        bottleneck_size: int | None = None,
         nonlinearity: str = "relu",
         init_std: float = 1e-2,
         train_layernorm: bool = False,
@@ -89,6 +90,12 @@ class BottleneckAdapterMethod(Method):
             or reduction_factor <= 0
         ):
             raise ConfigError(f"method.reduction_factor={reduction_factor!r}: expected a number > 0")
+        if bottleneck_size is not None and (
+            isinstance(bottleneck_size, bool) or not isinstance(bottleneck_size, int) or bottleneck_size < 1
+        ):
+            raise ConfigError(
+                f"method.bottleneck_size={bottleneck_size!r}: expected an integer >= 1 (or null)"
+            )
         if nonlinearity not in ACT2FN:
             raise ConfigError(f"method.nonlinearity={nonlinearity!r}: allowed {sorted(ACT2FN)}")
         if isinstance(init_std, bool) or not isinstance(init_std, int | float) or init_std <= 0:
@@ -99,6 +106,7 @@ class BottleneckAdapterMethod(Method):
             raise ConfigError("method.layernorm_modules: empty while method.train_layernorm=true")
         self.sites = list(sites)
         self.reduction_factor = reduction_factor
+        self.bottleneck_size = bottleneck_size
         self.nonlinearity = nonlinearity
         self.init_std = float(init_std)
         self.train_layernorm = train_layernorm
@@ -131,7 +139,8 @@ class BottleneckAdapterMethod(Method):
         hidden = getattr(target, "out_features", None)
         if hidden is None:
             raise ConfigError(f"method.sites: '{site}' is a {type(target).__name__}; expected a linear layer")
-        bottleneck = int(hidden // self.reduction_factor)
+        # Papers state the width directly (LoRA's Table 9: adapter r=8/16/64); else it follows the hidden size.
+        bottleneck = self.bottleneck_size or int(hidden // self.reduction_factor)
         if bottleneck < 1:
             raise ConfigError(
                 f"method.reduction_factor={self.reduction_factor}: leaves no bottleneck width for hidden size {hidden}"

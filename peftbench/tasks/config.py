@@ -53,7 +53,11 @@ class TaskConfig:
     eval_batch_size: int = 64
     group_by_length: bool = False
     max_steps: int = 400
+    epochs: int | None = None  # set: max_steps = epochs x steps per epoch, validation once per epoch
     val_every_n_steps: int = 100
+    # carved_validation: select on the validation split (never the reported one). reported_split: select on
+    # the reported test split, as some papers do (LoRA's Table 2 on GLUE dev); paper reproductions only.
+    selection: Literal["carved_validation", "reported_split"] = "carved_validation"
     monitor_mode: Literal["max", "min"] = "max"
     peft_task_type: str = "SEQ_CLS"
     fixture: dict[str, Any] | None = None  # tiny local stand-in: {source: ..., split_ratios: ...}
@@ -73,6 +77,8 @@ class TaskConfig:
         for key in ("max_length", "batch_size", "eval_batch_size", "max_steps", "val_every_n_steps"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"task.{key}={getattr(self, key)}: must be >= 1")
+        if self.epochs is not None and self.epochs < 1:
+            raise ConfigError(f"task.epochs={self.epochs}: must be >= 1 (or null for a step budget)")
         if self.split_seed < 0:
             raise ConfigError(f"task.split_seed={self.split_seed}: must be >= 0")
         self._check_splits()

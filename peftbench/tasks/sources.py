@@ -70,10 +70,16 @@ def prepare_splits(task: TaskConfig, raw: DatasetDict) -> DatasetDict:
     data = {role: raw[source] for role, source in mapping.items() if source is not None}
     data = {role: _canonical_columns(task, dataset, mapping[role]) for role, dataset in data.items()}
 
+    # A paper's own rule (reproductions only): select on the reported split and train on all of train.
+    if task.selection == "reported_split":
+        data.pop("validation", None)
     # Carve what the source lacks from train: test first, then validation, so the test split depends only
     # on split_seed and stays fixed across training seeds and validation ratios.
     for role in ("test", "validation"):
         if role in data:
+            continue
+        if role == "validation" and task.selection == "reported_split":
+            data["validation"] = data["test"]
             continue
         ratio = task.split_ratios.get(role)
         if ratio is None:
