@@ -5,7 +5,7 @@ PIP := $(PYTHON) -m pip
 # An unpinned torch would pull the multi-GB CUDA build on Linux. Skipped when any torch is already installed.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install install-torch assets demo train test test-slow lint bench clean
+.PHONY: install install-torch assets demo train test test-slow lint bench clean reproduce-cpu
 
 install-torch:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
@@ -40,3 +40,7 @@ bench: install
 
 clean:
 	rm -rf outputs multirun lightning_logs .pytest_cache .ruff_cache
+
+# The CPU-scale paper reproduction (MiniLM on the offline corpora, ~30 min on 2 cores), then its report.
+reproduce-cpu: assets
+	peftbench-reproduce cpu_minilm_mr/claims

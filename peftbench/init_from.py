@@ -196,8 +196,12 @@ def load_into(
             skipped[name] = f"shape {tuple(tensor.shape)} != {tuple(own[name].shape)}"
         else:
             loaded[name] = tensor.to(own[name].dtype)
-    if not loaded:
-        reasons = sorted(set(skipped.values()))
+    body_saved = [n for n in saved if not _is_head(n, head_modules)]
+    body_loaded = [n for n in loaded if not _is_head(n, head_modules)]
+    if not loaded or (body_saved and not body_loaded):  # a head alone is no start from that run
+        reasons = sorted(
+            {reason for name, reason in skipped.items() if name in body_saved} or set(skipped.values())
+        )
         raise ConfigError(
             f"init_from: nothing in {source.weights_path} fits this model ({'; '.join(reasons) or 'empty file'}); "
             "was it trained with the same model and method?"

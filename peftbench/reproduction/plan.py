@@ -84,6 +84,9 @@ class Plan:
     stages: list[Stage] = field(default_factory=list)
     selection_rule: dict[str, str] = field(default_factory=dict)  # task -> carved_validation | reported_split
     declared_arm_tasks: dict[str, list[str]] = field(default_factory=dict)  # every arm -> its tasks
+    sources: dict[tuple[str, str], str | None] = field(
+        default_factory=dict
+    )  # (arm, task) -> task it starts from
 
     def tasks_of(self, arm: Arm) -> list[str]:
         return [t for t in self.tasks if arm.tasks is None or t in arm.tasks]
@@ -204,6 +207,7 @@ def build_plan(
                 ):  # a subset run (--tasks): the source must be there already
                     source = None
             sources[(arm.label, task)] = source
+    plan.sources = sources
     for key in sources:
         depth_of[key] = _depth(key, sources, set())
     for arm in plan.arms:

@@ -26,7 +26,7 @@ from peftbench.errors import ConfigError
 
 AGGREGATIONS = ("median", "mean", "max", "single")
 OPERATORS = (">=", "<=", ">", "<")
-_NAME = r"[A-Za-z_][A-Za-z0-9_.\-]*"
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"  # arm labels: letters, digits, underscores
 _NUMBER = r"-?\d+(?:\.\d+)?"
 # `a OP b`, `a - b OP x`, `|a - b| OP x`; each side a method (arm) name or a number.
 _CLAIM = re.compile(
@@ -100,8 +100,8 @@ def parse_claim(text: str, where: str) -> dict[str, Any]:
     parts = match.groupdict()
     if parts["abs"] and not parts["minus"]:
         raise ConfigError(f"{where}={text!r}: |...| needs a difference, e.g. |lora - full| <= 1.0")
-    if _is_number(parts["left"]) and (parts["minus"] or _is_number(parts["right"])):
-        raise ConfigError(f"{where}={text!r}: the left side must name a method")
+    if _is_number(parts["left"]):
+        raise ConfigError(f"{where}={text!r}: the left side must name a method (write `lora <= 78`)")
     return {
         "left": parts["left"],
         "minus": parts["minus"],
