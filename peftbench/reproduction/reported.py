@@ -117,6 +117,23 @@ def _known(data: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
         raise ConfigError(f"{where}.{unknown[0]}: unknown key; allowed: {', '.join(allowed)}")
 
 
+def _entries(
+    data: dict[str, Any], section: str, where: str, allowed: tuple[str, ...], required: tuple[str, ...]
+) -> list[tuple[str, dict[str, Any]]]:
+    """The entries of ``rows`` or ``claims``, each checked for unknown and missing keys."""
+    entries = []
+    for index, entry in enumerate(data.get(section) or []):
+        at = f"{where}.{section}[{index}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{at}={entry!r}: expected a mapping")
+        _known(entry, allowed, at)
+        for key in required:
+            if not entry.get(key):
+                raise ConfigError(f"{at}.{key}: missing")
+        entries.append((at, entry))
+    return entries
+
+
 def load_reported(path: str | Path) -> Reported:
     """Read and check a reported.yaml."""
     path = Path(path)
@@ -142,12 +159,7 @@ def load_reported(path: str | Path) -> Reported:
         conventions=[str(c) for c in data.get("conventions") or []],
     )
     row_keys = tuple(ReportedRow.__dataclass_fields__)
-    for index, row in enumerate(data.get("rows") or []):
-        at = f"{where}.rows[{index}]"
-        _known(row, row_keys, at)
-        for key in ("task", "method", "metric"):
-            if not row.get(key):
-                raise ConfigError(f"{at}.{key}: missing")
+    for at, row in _entries(data, "rows", where, row_keys, ("task", "method", "metric")):
         if "reported" not in row:
             raise ConfigError(f"{at}.reported: missing (null when the paper gives none)")
         value = row["reported"]
@@ -155,12 +167,7 @@ def load_reported(path: str | Path) -> Reported:
             raise ConfigError(f"{at}.reported={value!r}: a number or null")
         reported.rows.append(ReportedRow(**row))
     claim_keys = ("claim", "task", "metric", "model", "note")
-    for index, claim in enumerate(data.get("claims") or []):
-        at = f"{where}.claims[{index}]"
-        _known(claim, claim_keys, at)
-        for key in ("claim", "task", "metric"):
-            if not claim.get(key):
-                raise ConfigError(f"{at}.{key}: missing")
+    for at, claim in _entries(data, "claims", where, claim_keys, ("claim", "task", "metric")):
         parts = parse_claim(str(claim["claim"]), f"{at}.claim")
         reported.claims.append(
             Claim(
