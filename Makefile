@@ -41,6 +41,6 @@ bench: install
 clean:
 	rm -rf outputs multirun lightning_logs .pytest_cache .ruff_cache
 
-# The CPU-scale paper reproduction (MiniLM on the offline corpora, ~30 min on 2 cores), then its report.
+# The CPU-scale paper reproduction (MiniLM on the offline corpora, ~35 min on 2 cores), then its report.
 reproduce-cpu: assets
 	peftbench-reproduce cpu_minilm_mr/claims
