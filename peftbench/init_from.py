@@ -34,7 +34,7 @@ from torch import nn
 
 from peftbench.errors import ConfigError
 from peftbench.methods.base import Method
-from peftbench.results import ResultSchemaError, RunResult, load_results, read_result
+from peftbench.results import ResultSchemaError, RunResult, find_ok_result, load_results, read_result
 
 log = logging.getLogger("peftbench")
 RUN_ID = re.compile(r"^[0-9a-f]{12}$")
@@ -131,12 +131,11 @@ def resolve(cfg: DictConfig) -> InitSource | None:
             except ResultSchemaError as error:
                 raise ConfigError(f"init_from={spec.run}: {error}") from None
         elif RUN_ID.match(spec.run):
-            matches = [r for r in load_results(results_dir)[0] if r.run_id == spec.run and r.status == "ok"]
-            if not matches:
+            result = find_ok_result(results_dir, spec.run)  # the lookup a resumed sweep uses
+            if result is None:
                 raise ConfigError(
                     f"init_from={spec.run}: no result with status ok and this run id in {results_dir}"
                 )
-            result = matches[0]
         else:
             raise ConfigError(
                 f"init_from={spec.run}: expected a 12-hex-digit run id, a result .json or a .safetensors file"

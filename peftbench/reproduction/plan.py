@@ -10,7 +10,7 @@ A reproduction is an ordinary experiment config (``experiments/<paper>/<name>.ya
       seeds: [1, 2, 3, 4, 5]                # training seeds
       arms:                                 # what is compared: label -> method group choice + overrides
         lora: {method: lora}
-        adpt_h_0.8m: {method: houlsby, overrides: [method.reduction_factor=128]}
+        adpt_h_r8: {method: houlsby, overrides: [method.bottleneck_size=8]}
       dry_run: [model=tiny-bert, task.use_fixture=true, task.epochs=1]  # offline stand-ins
 
 An arm's label becomes ``method.name`` (the ``method`` field of its results), so two sizes of one
@@ -70,8 +70,6 @@ class Stage:
 @dataclass
 class Plan:
     experiment: str
-    folder: Path
-    paper: str
     reported_path: Path
     tasks: list[str]
     seeds: list[int]
@@ -80,22 +78,16 @@ class Plan:
     study: str
     model: str
     results_dir: str
-    task_metrics: dict[str, list[str]] = field(default_factory=dict)
+    task_metrics: dict[str, list[str]] = field(default_factory=dict)  # every declared task -> its metrics
     stages: list[Stage] = field(default_factory=list)
-    selection_rule: dict[str, str] = field(default_factory=dict)  # task -> carved_validation | reported_split
-    declared_arm_tasks: dict[str, list[str]] = field(default_factory=dict)  # every arm -> its tasks
-    sources: dict[tuple[str, str], str | None] = field(
-        default_factory=dict
-    )  # (arm, task) -> task it starts from
+    # Every declared arm -> the tasks it runs, over the whole experiment: what reported rows and claims may
+    # name. A subset run (--arms, --tasks) leaves the rest "not run" rather than making them errors.
+    arm_tasks: dict[str, list[str]] = field(default_factory=dict)
+    # (arm, task) -> the task whose run it starts from (init_from), or None.
+    sources: dict[tuple[str, str], str | None] = field(default_factory=dict)
 
     def tasks_of(self, arm: Arm) -> list[str]:
         return [t for t in self.tasks if arm.tasks is None or t in arm.tasks]
-
-    @property
-    def arm_tasks(self) -> dict[str, list[str]]:
-        """Arm label -> the tasks it runs, over the whole experiment (what reported rows and claims may
-        name); a subset run (--arms, --tasks) leaves the rest "not run" rather than making them errors."""
-        return self.declared_arm_tasks
 
 
 def compose_experiment(experiment: str, overrides: Sequence[str] = ()) -> DictConfig:
@@ -168,8 +160,6 @@ def build_plan(
     extra = [*stand_ins, *overrides]
     plan = Plan(
         experiment=experiment,
-        folder=folder,
-        paper=str(block["paper"]),
         reported_path=folder / str(block["reported"]),
         tasks=chosen_tasks,
         seeds=[int(s) for s in (seeds or block["seeds"])],
@@ -180,36 +170,30 @@ def build_plan(
         results_dir="",
     )
     declared_tasks = [str(t) for t in block["tasks"]]
-    plan.declared_arm_tasks = {
+    plan.arm_tasks = {
         a.label: [t for t in declared_tasks if a.tasks is None or t in a.tasks] for a in all_arms
     }
     for task in declared_tasks:  # metric names do not depend on the arm: one composition per task
-        arm = next(a for a in all_arms if task in plan.declared_arm_tasks[a.label])
+        arm = next(a for a in all_arms if task in plan.arm_tasks[a.label])
         plan.task_metrics[task] = sorted(
             _metric_names(compose_experiment(experiment, [*arm.cli(), f"task={task}"]))
         )
-    depth_of: dict[tuple[str, str], int] = {}
-    sources: dict[tuple[str, str], str | None] = {}
     for arm in plan.arms:
         for task in plan.tasks_of(arm):
             cfg = compose_experiment(experiment, [*arm.cli(), f"task={task}", *extra])
             if not plan.results_dir:
                 plan.results_dir = str(cfg.paths.results_dir)
-            plan.selection_rule[task] = str(cfg.task.get("selection", "carved_validation"))
             init = cfg.get("init_from")
             source = None
             if isinstance(init, DictConfig) and init.get("task") and init.get("run") is None:
                 source = str(init.task)
                 if source == task:
                     raise ConfigError(f"experiment {experiment}: {arm.label}/{task} init_from selects itself")
-                if source not in plan.tasks_of(
-                    arm
-                ):  # a subset run (--tasks): the source must be there already
+                # A subset run (--tasks) without the source task: that run must exist already.
+                if source not in plan.tasks_of(arm):
                     source = None
-            sources[(arm.label, task)] = source
-    plan.sources = sources
-    for key in sources:
-        depth_of[key] = _depth(key, sources, set())
+            plan.sources[(arm.label, task)] = source
+    depth_of = {key: _depth(key, plan.sources, set()) for key in plan.sources}
     for arm in plan.arms:
         for depth in sorted({depth_of[(arm.label, t)] for t in plan.tasks_of(arm)}):
             tasks_here = [t for t in plan.tasks_of(arm) if depth_of[(arm.label, t)] == depth]
