@@ -193,6 +193,17 @@ def git_state(cwd: str | Path | None = None) -> dict[str, Any]:
         return {"git_commit": None, "git_dirty": None}
 
 
+def cpu_model_name() -> str | None:
+    """The `model name` line of /proc/cpuinfo (platform.processor() says only `x86_64` on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def provenance() -> dict[str, Any]:
     import torch
 
@@ -202,9 +213,14 @@ def provenance() -> dict[str, Any]:
             packages[name] = version(name)
         except PackageNotFoundError:
             packages[name] = None
+    from peftbench.config import cpu_has_bf16
+
     device: dict[str, Any] = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        # The CPU's name and its bf16 support: throughput figures are only comparable within one kind of CPU.
+        "cpu_model": cpu_model_name(),
+        "cpu_bf16_native": cpu_has_bf16(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
     }
