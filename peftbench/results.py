@@ -22,6 +22,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+# Where this package lies: identity_config masks it so a run id does not depend on the checkout location.
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
 # 2 added ``budget`` and ``search``; version-1 files read as before (they lack both).
 SCHEMA_VERSION = 2
 READABLE_SCHEMA_VERSIONS = (1, 2)
@@ -148,6 +151,18 @@ def read_result(path: str | Path) -> RunResult:
     return RunResult.from_dict(data)
 
 
+def _relocatable(value: Any, prefix: str, token: str) -> Any:
+    """Files shipped inside the package (task fixtures) resolve to absolute paths; the checkout's location
+    must not change a run id, or a sweep resumed from another clone would redo every finished point."""
+    if isinstance(value, str):
+        return token + value[len(prefix) :] if value.startswith(prefix) else value
+    if isinstance(value, dict):
+        return {k: _relocatable(v, prefix, token) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relocatable(v, prefix, token) for v in value]
+    return value
+
+
 def identity_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config with output locations masked: what defines the run's identity."""
     masked = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
@@ -157,6 +172,7 @@ def identity_config(cfg: DictConfig) -> dict[str, Any]:
     masked.pop("hydra", None)
     data = OmegaConf.to_container(masked, resolve=True)
     data = {k: v for k, v in data.items() if k not in RUN_ID_EXCLUDED_KEYS}
+    data = _relocatable(data, str(_PACKAGE_DIR) + os.sep, "<peftbench>/")
     for path, neutral in RUN_ID_NEUTRAL_DEFAULTS.items():
         node = data
         for key in path[:-1]:

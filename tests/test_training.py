@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -11,6 +12,8 @@ import pytest
 import torch
 from conftest import METHOD_NAMES, compose_config
 
+import peftbench
+import peftbench.results as results_module
 from peftbench.results import RunResult, compute_run_id, read_result, write_result
 from peftbench.train import prepare, run
 
@@ -98,6 +101,19 @@ def test_result_round_trips_and_run_id_is_stable(tmp_path: Path) -> None:
     assert loaded.provenance["packages"]["torch"]
     assert loaded.config["method"]["name"] == "lora"
     assert loaded.precision == "32-true"
+
+
+def test_run_id_does_not_depend_on_where_the_checkout_lies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep resumed from another clone must find its finished points: package paths are masked."""
+    cfg = compose_config(["task=mr", "method=lora"])
+    package = str(Path(peftbench.__file__).resolve().parent)
+    assert cfg.task.fixture.source.data_files.startswith(package)  # the fixture resolves inside the package
+    original_id, moved = compute_run_id(cfg), copy.deepcopy(cfg)
+    moved.task.fixture.source.data_files = cfg.task.fixture.source.data_files.replace(
+        package, "/elsewhere/peftbench"
+    )
+    monkeypatch.setattr(results_module, "_PACKAGE_DIR", Path("/elsewhere/peftbench"))
+    assert compute_run_id(moved) == original_id
 
 
 def test_write_is_atomic(tmp_path: Path, monkeypatch) -> None:
