@@ -163,6 +163,16 @@ def test_subprocess_launcher_records_a_killed_job_and_goes_on(tmp_path: Path) ->
     assert results["head_only"].status == "ok" and results["head_only"].efficiency["peak_mem_mb"] > 0
     assert results["head_only"].sweep_dir == str((tmp_path / "sweep").resolve())
 
+    # The same sweep again, as after an interruption: only the killed point runs; the finished one is
+    # skipped by the launcher itself (no process started) and its file is left untouched.
+    finished = tmp_path / "results" / results["head_only"].filename
+    stamp = finished.stat().st_mtime_ns
+    again = _train([*args[:-1], f"hydra.sweep.dir={tmp_path}/sweep2"], tmp_path)
+    assert "#1 skipped: finished result" in again.stdout + again.stderr
+    assert not list((tmp_path / "sweep2").glob("1_*")) and finished.stat().st_mtime_ns == stamp
+    statuses = sorted((r.method, r.status) for r in load_results(tmp_path / "results")[0])
+    assert statuses == [("full", "ok"), ("head_only", "ok")]  # the killed record was replaced by the re-run
+
 
 def test_nan_loss_records_diverged(make_cfg, monkeypatch) -> None:
     from peftbench.metrics.budget import RunDiverged
