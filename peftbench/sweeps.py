@@ -95,6 +95,14 @@ def search_context() -> tuple[str, dict[str, Any] | None]:
     return "trial", record
 
 
+def describe_error(error: BaseException) -> str:
+    """One line for a result's `error`; interruptions carry no message of their own, so say what happened."""
+    text = str(error).strip()
+    if not text and isinstance(error, KeyboardInterrupt | SystemExit):
+        text = "interrupted (Ctrl-C or SIGTERM) before the run reached its test"
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 def failure_status(error: BaseException) -> str:
     """Map an exception to a result status: killed, oom, diverged or failed."""
     from peftbench.metrics.budget import RunDiverged

@@ -162,7 +162,7 @@ def run(cfg: DictConfig) -> RunResult:
         result.status = "ok"
     except BaseException as error:  # BaseException: an interrupted run is `killed`, never a silent `ok`
         result.status = sweeps.failure_status(error)  # killed, failed, diverged or oom
-        result.error = f"{type(error).__name__}: {error}"
+        result.error = sweeps.describe_error(error)
         log.error("run %s:\n%s", result.status, traceback.format_exc())
         raise
     finally:

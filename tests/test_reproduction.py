@@ -19,7 +19,7 @@ from peftbench.reproduction.plan import build_plan
 from peftbench.reproduction.reported import check_against_plan, load_reported, parse_claim
 from peftbench.resources import experiments_dir
 from peftbench.results import RunResult, compute_run_id, identity_config, load_results
-from peftbench.sweeps import failure_status
+from peftbench.sweeps import describe_error, failure_status
 from peftbench.train import prepare, run
 
 REPRODUCTIONS = sorted(
@@ -298,6 +298,13 @@ def test_new_knobs_at_their_neutral_value_keep_the_run_id() -> None:
 def test_an_interrupted_run_is_killed_not_ok() -> None:
     assert failure_status(KeyboardInterrupt()) == "killed"
     assert failure_status(SystemExit(1)) == "killed"
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    assert failure_status(SIGTERMException()) == "killed"  # what a SIGTERM'd Lightning run raises
+    assert describe_error(SIGTERMException()) == (
+        "SIGTERMException: interrupted (Ctrl-C or SIGTERM) before the run reached its test"
+    )
+    assert describe_error(ValueError("bad")) == "ValueError: bad"
 
 
 # --- the reproduction experiments ------------------------------------------------------------------------
