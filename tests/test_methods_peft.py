@@ -106,6 +106,32 @@ def test_qlora_trains_a_4bit_tiny_llama_on_cpu(make_cfg) -> None:
     assert counted == sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def test_4bit_layer_trains_after_an_eval_pass() -> None:
+    """bitsandbytes repacks 4-bit weights for an inference-only kernel on AVX512-BF16 CPUs at the first
+    eval forward; after a validation that saves no checkpoint, training must still backpropagate."""
+    import bitsandbytes as bnb
+
+    from peftbench.models.backbone import _guard_cpu_4bit_kernel
+
+    layer = bnb.nn.Linear4bit(128, 64, bias=True, compute_dtype=torch.bfloat16, quant_type="nf4")
+    layer.weight = bnb.nn.Params4bit(torch.randn(64, 128), requires_grad=False, quant_type="nf4")
+    layer.bias.requires_grad_(False)
+    layer = layer.to("cpu")  # quantises
+    _guard_cpu_4bit_kernel(layer)
+
+    def input_grad() -> torch.Tensor:
+        x = torch.randn(4, 128, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        layer(x).float().sum().backward()
+        return x.grad
+
+    before = input_grad()
+    layer.eval()
+    with torch.no_grad():
+        layer(torch.randn(4, 128))
+    layer.train()
+    assert torch.equal(input_grad(), before)
+
+
 def test_qlora_result_reports_load_and_training_peaks(make_cfg) -> None:
     result = run(make_cfg("method=qlora", "model=tiny-llama", "debug=fast_dev_run"))
     eff = result.efficiency

@@ -215,13 +215,18 @@ def _quantized_from_config(
         return auto_class.from_pretrained(folder, config=config, **kwargs)
 
 
-def _guard_cpu_4bit_kernel(model: PreTrainedModel) -> None:
-    """bitsandbytes 0.50 repacks 4-bit weights for its CPU inference kernel assuming in_features is a
-    multiple of the quantisation block (64); smaller layers (tiny test models) crash there. Keep those
-    on the generic dequantise-and-matmul path, which is exact and handles any shape."""
+def _guard_cpu_4bit_kernel(model: torch.nn.Module) -> None:
+    """Keep every 4-bit layer on bitsandbytes' generic dequantise-and-matmul path, which has autograd.
+
+    On a CPU with AVX512-BF16, bitsandbytes 0.50 repacks a 4-bit weight for its inference kernel at the
+    first forward in eval mode, and only unpacks it when a state_dict is saved. A validation pass that
+    saves no checkpoint (the score did not improve) leaves the weights packed, and the next training step
+    runs the inference kernel, which has no autograd: with a bias it raises "a view of a leaf Variable
+    ... in-place operation", without one the input gradient is silently dropped. The repacking also
+    assumes in_features is a multiple of the quantisation block (64), so tiny test models crash there.
+    """
     for module in model.modules():
-        blocksize = getattr(getattr(getattr(module, "weight", None), "quant_state", None), "blocksize", None)
-        if hasattr(module, "support_avx512bf16_for_cpu") and blocksize and module.in_features % blocksize:
+        if getattr(module, "support_avx512bf16_for_cpu", False):
             module.support_avx512bf16_for_cpu = False
 
 
