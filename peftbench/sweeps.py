@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from peftbench.errors import ConfigError
-from peftbench.results import RunResult, compute_run_id, provenance, utc_now, write_result
+from peftbench.results import RunResult, compute_run_id, find_ok_result, provenance, utc_now, write_result
 
 # Hydra sweepers that propose points of a hyperparameter search: their jobs are `trial`s.
 SEARCH_SWEEPERS = ("optuna", "nevergrad", "ax")
@@ -143,6 +143,18 @@ def record_failure(cfg: DictConfig, status: str, error: str) -> Path:
 def resume_enabled(cfg: DictConfig) -> bool:
     """Skip finished sweep points: in a multirun, unless `sweep.resume=false`."""
     return is_multirun() and bool(OmegaConf.select(cfg, "sweep.resume", default=True))
+
+
+def finished_point(cfg: DictConfig, run_id: str) -> RunResult | None:
+    """The finished result (same run id, status ok) a resumed sweep skips this point for, if any."""
+    if not resume_enabled(cfg):
+        return None
+    return find_ok_result(cfg.paths.results_dir, run_id)
+
+
+def objective(result: RunResult) -> float | None:
+    """What a Hydra sweeper optimises: the validation monitor of the run's chosen checkpoint."""
+    return next(iter(result.val_best.values()), None)
 
 
 def keep_going(cfg: DictConfig) -> bool:

@@ -42,7 +42,7 @@ from peftbench.models.backbone import (
 )
 from peftbench.models.module import PeftBenchModule
 from peftbench.resources import config_dir
-from peftbench.results import RunResult, compute_run_id, find_ok_result, provenance, utc_now, write_result
+from peftbench.results import RunResult, compute_run_id, provenance, utc_now, write_result
 from peftbench.tasks.config import TaskConfig
 from peftbench.tasks.datamodule import TaskDataModule
 from peftbench.tasks.generation import GenerationEvaluator, GenerationSpec
@@ -124,11 +124,10 @@ def run(cfg: DictConfig) -> RunResult:
     started_at, clock = utc_now(), time.monotonic()
     run_id = compute_run_id(cfg)
     # --- sweeps: resume skips a finished sweep point (same run id, status ok) ---
-    if sweeps.resume_enabled(cfg):
-        done = find_ok_result(cfg.paths.results_dir, run_id)
-        if done is not None:
-            log.info("skipping %s: finished result %s (sweep.resume=false re-runs)", run_id, done.filename)
-            return done
+    done = sweeps.finished_point(cfg, run_id)
+    if done is not None:
+        log.info("skipping %s: finished result %s (sweep.resume=false re-runs)", run_id, done.filename)
+        return done
     # --- end sweeps ---
     output_dir = Path(cfg.paths.output_dir)
     sweep_dir = None
@@ -402,8 +401,7 @@ def main(cfg: DictConfig) -> float | None:
         return math.nan
     if cfg.get("print_summary", True):
         print_summary(result)
-    # What a Hydra sweeper optimises: the validation monitor of the chosen checkpoint.
-    return next(iter(result.val_best.values()), None)
+    return sweeps.objective(result)
 
 
 if __name__ == "__main__":

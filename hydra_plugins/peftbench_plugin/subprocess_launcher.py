@@ -143,22 +143,22 @@ class SubprocessLauncher(Launcher):
         a fresh process only to find its result spends ~13 s importing torch and friends on 2 CPU cores,
         which is minutes on a resumed 60-point sweep. Anything unusual is left to the job itself."""
         from peftbench import sweeps
-        from peftbench.results import compute_run_id, find_ok_result
+        from peftbench.results import compute_run_id
 
         HydraConfig.instance().set_config(sweep_config)
         try:
             task_cfg = _task_config(sweep_config)
-            if not sweeps.resume_enabled(task_cfg):
-                return None
-            done = find_ok_result(str(task_cfg.paths.results_dir), compute_run_id(task_cfg))
+            done = sweeps.finished_point(task_cfg, compute_run_id(task_cfg))
         except Exception:  # a broken config: the job's own process reports it (as a failed result)
             return None
         if done is None:
             return None
         log.info(f"#{idx} skipped: finished result {done.filename} (sweep.resume=false re-runs)")
         ret = JobReturn(overrides=overrides, cfg=sweep_config, task_name=str(sweep_config.hydra.job.name))
-        # What the job would have returned to a sweeper: the validation monitor of its chosen checkpoint.
-        ret.status, ret.return_value = JobStatus.COMPLETED, next(iter(done.val_best.values()), None)
+        ret.status, ret.return_value = (
+            JobStatus.COMPLETED,
+            sweeps.objective(done),
+        )  # what the job would return
         return ret
 
     def _record_dead(
