@@ -17,18 +17,32 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from peftbench.errors import ConfigError
+from peftbench.resources import PACKAGE_DIR
 
 T = TypeVar("T")
 
 
 @functools.cache
+def _cpuinfo() -> str:
+    """/proc/cpuinfo, read once ('' where there is none, e.g. macOS)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def cpu_has_bf16() -> bool:
     """True where the CPU has native bf16 matmul (AVX512-BF16 or AMX); elsewhere bf16 autocast is slow."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    flags = _cpuinfo()
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_model_name() -> str | None:
+    """The CPU's `model name` (platform.processor() says only `x86_64` on Linux)."""
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return None
 
 
 def auto_precision() -> str:
@@ -42,7 +56,7 @@ def auto_precision() -> str:
 
 def fixture_path(relative: str) -> str:
     """Absolute path of a task fixture shipped inside the package (peftbench/tasks/fixtures/)."""
-    return str(Path(__file__).resolve().parent / "tasks" / "fixtures" / relative)
+    return str(PACKAGE_DIR / "tasks" / "fixtures" / relative)
 
 
 def register_resolvers() -> None:

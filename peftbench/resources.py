@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent  # the installed (or checked-out) peftbench package
 
 
 def resource_root() -> Path:
     """The folder holding ``conf/`` and ``experiments/``."""
-    bundled = _PACKAGE_DIR / "_resources"
+    bundled = PACKAGE_DIR / "_resources"
     if (bundled / "conf").is_dir():
         return bundled
-    checkout = _PACKAGE_DIR.parent
+    checkout = PACKAGE_DIR.parent
     if (checkout / "conf").is_dir():
         return checkout
     raise FileNotFoundError(

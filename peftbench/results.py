@@ -22,8 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-# Where this package lies: identity_config masks it so a run id does not depend on the checkout location.
-_PACKAGE_DIR = Path(__file__).resolve().parent
+from peftbench.resources import PACKAGE_DIR  # identity_config masks it: run ids must not depend on it
 
 # 2 added ``budget`` and ``search``; version-1 files read as before (they lack both).
 SCHEMA_VERSION = 2
@@ -172,7 +171,7 @@ def identity_config(cfg: DictConfig) -> dict[str, Any]:
     masked.pop("hydra", None)
     data = OmegaConf.to_container(masked, resolve=True)
     data = {k: v for k, v in data.items() if k not in RUN_ID_EXCLUDED_KEYS}
-    data = _relocatable(data, str(_PACKAGE_DIR) + os.sep, "<peftbench>/")
+    data = _relocatable(data, str(PACKAGE_DIR) + os.sep, "<peftbench>/")
     for path, neutral in RUN_ID_NEUTRAL_DEFAULTS.items():
         node = data
         for key in path[:-1]:
@@ -189,7 +188,7 @@ def compute_run_id(cfg: DictConfig) -> str:
 
 
 def git_state(cwd: str | Path | None = None) -> dict[str, Any]:
-    cwd = cwd or Path(__file__).resolve().parent
+    cwd = cwd or PACKAGE_DIR
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
@@ -209,17 +208,6 @@ def git_state(cwd: str | Path | None = None) -> dict[str, Any]:
         return {"git_commit": None, "git_dirty": None}
 
 
-def cpu_model_name() -> str | None:
-    """The `model name` line of /proc/cpuinfo (platform.processor() says only `x86_64` on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
 def provenance() -> dict[str, Any]:
     import torch
 
@@ -229,7 +217,7 @@ def provenance() -> dict[str, Any]:
             packages[name] = version(name)
         except PackageNotFoundError:
             packages[name] = None
-    from peftbench.config import cpu_has_bf16
+    from peftbench.config import cpu_has_bf16, cpu_model_name
 
     device: dict[str, Any] = {
         "platform": platform.platform(),

@@ -112,7 +112,7 @@ def test_run_id_does_not_depend_on_where_the_checkout_lies(monkeypatch: pytest.M
     moved.task.fixture.source.data_files = cfg.task.fixture.source.data_files.replace(
         package, "/elsewhere/peftbench"
     )
-    monkeypatch.setattr(results_module, "_PACKAGE_DIR", Path("/elsewhere/peftbench"))
+    monkeypatch.setattr(results_module, "PACKAGE_DIR", Path("/elsewhere/peftbench"))
     assert compute_run_id(moved) == original_id
 
 
