@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -24,9 +25,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from peftbench.resources import PACKAGE_DIR  # identity_config masks it: run ids must not depend on it
 
-# 2 added ``budget`` and ``search``; version-1 files read as before (they lack both).
-SCHEMA_VERSION = 2
-READABLE_SCHEMA_VERSIONS = (1, 2)
+# 2 added ``budget`` and ``search``; 3 added ``predictions`` (per-example test predictions), ``curve`` (the
+# validation curve) and ``fingerprint`` (the configuration a leaderboard row pools). Older files read as before:
+# they lack those fields, and readers fall back (seed-only intervals, no convergence curve) and say so.
+SCHEMA_VERSION = 3
+READABLE_SCHEMA_VERSIONS = (1, 2, 3)
 # Top-level config keys that say where or how to log or resume, not what is computed: left out of the run id.
 RUN_ID_EXCLUDED_KEYS = ("paths", "hydra", "logger", "print_summary", "sweep")
 TRACKED_PACKAGES = (
@@ -79,6 +82,15 @@ class RunResult:
     reference: dict[str, float] = field(default_factory=dict)  # ref/ figures (forgetting), when enabled
     budget: dict[str, Any] = field(default_factory=dict)  # steps, samples, tokens, FLOPs estimate, wall time
     search: dict[str, Any] | None = None  # sweeper, trial budget and chosen trial (variant trial/tuned)
+    # Per reported split ("test", "test_mismatched"): {"pred": [...], "label": [...]}, one entry per example in
+    # the split's own order (fixed by task.split_seed), so runs of one task pair example by example.
+    predictions: dict[str, dict[str, list]] = field(default_factory=dict)
+    # One entry per validation during training: step, the val/ metrics, train/loss (mean over the interval) and
+    # train_tokens_per_s (non-padding tokens over the interval's step time).
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    fingerprint: str | None = (
+        None  # config_fingerprint(): what a leaderboard row pools (the config bar the seed)
+    )
     precision: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -172,19 +184,143 @@ def identity_config(cfg: DictConfig) -> dict[str, Any]:
     data = OmegaConf.to_container(masked, resolve=True)
     data = {k: v for k, v in data.items() if k not in RUN_ID_EXCLUDED_KEYS}
     data = _relocatable(data, str(PACKAGE_DIR) + os.sep, "<peftbench>/")
-    for path, neutral in RUN_ID_NEUTRAL_DEFAULTS.items():
-        node = data
-        for key in path[:-1]:
-            node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict) and path[-1] in node and node[path[-1]] == neutral:
-            del node[path[-1]]
+    _drop_neutral_defaults(data)
     return data
+
+
+def _parent(data: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
+    """The dict holding ``path[-1]``, if the path exists down to it."""
+    node: Any = data
+    for key in path[:-1]:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) and path[-1] in node else None
+
+
+def _drop_neutral_defaults(data: dict[str, Any]) -> None:
+    for path, neutral in RUN_ID_NEUTRAL_DEFAULTS.items():
+        parent = _parent(data, path)
+        if parent is not None and parent[path[-1]] == neutral:
+            del parent[path[-1]]
 
 
 def compute_run_id(cfg: DictConfig) -> str:
     """Stable across machines and output folders: sha256 of the identity config, 12 hex digits."""
     text = json.dumps(identity_config(cfg), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# Keys a leaderboard row pools over besides those out of the run id: the seed (that is what a row's n counts), the
+# study label, and presentation (the progress bar). Everything else that differs makes another row.
+FINGERPRINT_EXCLUDED_KEYS = (*RUN_ID_EXCLUDED_KEYS, "seed", "study")
+FINGERPRINT_EXCLUDED_PATHS = (("callbacks", "progress_bar"),)
+# An absolute path into a packaged file (task fixtures): everything before the package folder is machine-local.
+_PACKAGE_PATH = re.compile(r"^.*?[/\\]peftbench[/\\](?=tasks[/\\]fixtures[/\\])")
+
+
+def device_kind(result: RunResult) -> str:
+    """cpu, cuda or mps: where the run trained (older files: cuda when a CUDA device was recorded)."""
+    device = (result.provenance or {}).get("device") or {}
+    return str(device.get("accelerator") or ("cuda" if device.get("cuda_device") else "cpu"))
+
+
+def seed_interpolations(cfg: DictConfig) -> list[tuple[str, ...]]:
+    """Key paths whose value is ``${seed}`` (e.g. sparse's ``method.mask_seed``): they vary with the seed, so a
+    row's fingerprint masks them like the seed itself."""
+    found: list[tuple[str, ...]] = []
+
+    def walk(node: Any, path: tuple[str, ...]) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, (*path, str(key)))
+        elif isinstance(node, str) and node.replace(" ", "") == "${seed}":
+            found.append(path)
+
+    walk(OmegaConf.to_container(cfg, resolve=False), ())
+    return found
+
+
+def _guessed_seed_paths(config: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Older files did not record which keys followed the seed: a nested ``*seed`` key equal to it did
+    (``task.split_seed`` excepted: it fixes the test set and is set on its own)."""
+    seed, found = config.get("seed"), []
+
+    def walk(node: Any, path: tuple[str, ...]) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, (*path, str(key)))
+        elif len(path) > 1 and path[-1].endswith("seed") and path != ("task", "split_seed") and node == seed:
+            found.append(path)
+
+    walk(config, ())
+    return found
+
+
+def fingerprint_config(
+    config: dict[str, Any], seed_paths: list[tuple[str, ...]] | None = None
+) -> dict[str, Any]:
+    """A stored (resolved) config with its seed, output locations and presentation removed.
+
+    Stored configs are resolved, so every value under ``paths`` also appears spelled out inside other values
+    (``task.source.data_files``); those prefixes are masked as ``<paths.KEY>``, longest first, and packaged
+    fixture paths as ``<peftbench>/``, so the same configuration on two machines has one fingerprint. Keys that
+    follow the seed (``seed_paths``; guessed for older files) read ``<seed>``.
+    """
+    data = json.loads(json.dumps(config, default=str))
+    seed_paths = _guessed_seed_paths(data) if seed_paths is None else seed_paths
+    prefixes = sorted(
+        ((str(v), f"<paths.{k}>") for k, v in (data.get("paths") or {}).items() if isinstance(v, str) and v),
+        key=lambda item: -len(item[0]),
+    )
+
+    def mask(value: Any) -> Any:
+        if isinstance(value, str):
+            for prefix, token in prefixes:
+                if value.startswith(prefix):
+                    return token + value[len(prefix) :]
+            return _PACKAGE_PATH.sub("<peftbench>/", value)
+        if isinstance(value, dict):
+            return {k: mask(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [mask(v) for v in value]
+        return value
+
+    for path in seed_paths:
+        parent = _parent(data, path)
+        if parent is not None:
+            parent[path[-1]] = "<seed>"
+    data = mask({k: v for k, v in data.items() if k not in FINGERPRINT_EXCLUDED_KEYS})
+    _drop_neutral_defaults(data)
+    for path in FINGERPRINT_EXCLUDED_PATHS:
+        parent = _parent(data, path)
+        if parent is not None:
+            del parent[path[-1]]
+    return data
+
+
+# How a seed ordered the training data: before schema 3 the sampler drew from the global random state after the
+# method's initialisation had used it (so data order differed between methods at one seed); since, the sampler
+# has its own generator seeded from `seed`. Rows never pool the two.
+DATA_ORDER_GLOBAL_RNG, DATA_ORDER_SEEDED = "global_rng", "seeded_sampler"
+
+
+def config_fingerprint(result: RunResult, seed_paths: list[tuple[str, ...]] | None = None) -> str:
+    """The configuration a leaderboard row pools: the config bar seed and paths, plus device kind and precision.
+
+    Two results share a fingerprint exactly when they ran the same configuration at different seeds, on the
+    same kind of device at the same precision, with the same data-order rule; any other difference (a knob,
+    the budget, the device) is another row. 12 hex digits of sha256, like the run id. A result that stored
+    its fingerprint (schema 3) keeps it.
+    """
+    if result.fingerprint and seed_paths is None:
+        return result.fingerprint
+    config = result.config or {}
+    identity = {
+        "config": fingerprint_config(config, seed_paths),
+        "device": device_kind(result),
+        "precision": result.precision or config.get("trainer", {}).get("precision"),
+        "data_order": DATA_ORDER_SEEDED if result.schema_version >= 3 else DATA_ORDER_GLOBAL_RNG,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def git_state(cwd: str | Path | None = None) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from peftbench.errors import ConfigError
 from peftbench.methods import METHODS, Method, ModelContext, TrainingHooks
 from peftbench.metrics import memory
 from peftbench.metrics.budget import BudgetCounter
+from peftbench.metrics.curve import LearningCurve, best_step
 from peftbench.metrics.efficiency import EfficiencyMonitor
 from peftbench.metrics.forgetting import ForgettingMonitor
 from peftbench.metrics.inference import measure_inference
@@ -42,7 +43,15 @@ from peftbench.models.backbone import (
 )
 from peftbench.models.module import PeftBenchModule
 from peftbench.resources import config_dir
-from peftbench.results import RunResult, compute_run_id, provenance, utc_now, write_result
+from peftbench.results import (
+    RunResult,
+    compute_run_id,
+    config_fingerprint,
+    provenance,
+    seed_interpolations,
+    utc_now,
+    write_result,
+)
 from peftbench.tasks.config import TaskConfig
 from peftbench.tasks.datamodule import TaskDataModule
 from peftbench.tasks.generation import GenerationEvaluator, GenerationSpec
@@ -154,6 +163,7 @@ def run(cfg: DictConfig) -> RunResult:
     method = build_method(cfg.method)
     build_regularizers(cfg)  # regularizer knobs too: a bad value is a config error, not a failed run
     sweeps.check_trainer(cfg)
+    check_budget(cfg, task)
     check_selection(cfg, task)
     init_source = init_from.resolve(cfg)  # the earlier run to start from must exist before anything loads
     try:
@@ -167,11 +177,26 @@ def run(cfg: DictConfig) -> RunResult:
     finally:
         result.ended_at = utc_now()
         result.budget["wall_time_s"] = time.monotonic() - clock
+        accelerator = result.provenance.pop("accelerator", None)
         result.provenance = {**provenance(), **result.provenance}
+        if accelerator is not None:
+            result.provenance["device"]["accelerator"] = accelerator
+        result.fingerprint = config_fingerprint(result, seed_interpolations(cfg))
         if rank_zero_only.rank == 0:  # under DDP every rank runs this; one result file per run
             path = write_result(result, cfg.paths.results_dir)
             result.provenance["result_path"] = str(path)
     return result
+
+
+def check_budget(cfg: DictConfig, task: TaskConfig) -> None:
+    """One step budget: ``task.max_steps``, shared by every method. The trainer reads it by interpolation; a
+    trainer value set apart from it would train another budget than the result and the leaderboard report."""
+    trainer_steps = OmegaConf.select(cfg, "trainer.max_steps", default=None)
+    if task.epochs is None and trainer_steps is not None and trainer_steps != task.max_steps:
+        raise ConfigError(
+            f"trainer.max_steps={trainer_steps}: the step budget is task.max_steps ({task.max_steps}), which "
+            f"the trainer follows; set task.max_steps={trainer_steps} instead"
+        )
 
 
 def check_selection(cfg: DictConfig, task: TaskConfig) -> None:
@@ -243,7 +268,7 @@ def prepare(
         )
     metrics = build_metrics(task.metrics, task.num_labels)  # an unloadable `evaluate` metric stops here
     tokenizer = load_tokenizer(model_cfg)
-    datamodule = TaskDataModule(task, tokenizer)
+    datamodule = TaskDataModule(task, tokenizer, seed=int(cfg.seed))
     datamodule.setup()
     epoch_budget = None
     if task.epochs is not None:
@@ -304,6 +329,9 @@ def _train_and_test(
         result.config["task"]["val_every_n_steps"] = task.val_every_n_steps
         result.config["trainer"]["val_check_interval"] = task.val_every_n_steps
     trainer.fit(module, datamodule=datamodule)
+    result.provenance["accelerator"] = (
+        trainer.strategy.root_device.type
+    )  # cpu, cuda, mps: part of a row's key
 
     efficiency = next((c for c in trainer.callbacks if isinstance(c, EfficiencyMonitor)), None)
     forgetting = next((c for c in trainer.callbacks if isinstance(c, ForgettingMonitor)), None)
@@ -318,6 +346,10 @@ def _train_and_test(
             result.test = _test(trainer, module, datamodule, ckpt_path=best_path)
         else:  # no checkpointing (fast_dev_run): the last weights are all there is
             result.test = dict(result.test_last)
+        # The chosen checkpoint's predictions: the test pass that ran last.
+        result.predictions = _complete_predictions(module.test_predictions, datamodule.split_sizes())
+    curve = next((c for c in trainer.callbacks if isinstance(c, LearningCurve)), None)
+    result.curve = list(curve.curve) if curve is not None else []
     result.selection = {
         "monitor": task.monitor,
         "mode": task.monitor_mode,
@@ -325,6 +357,7 @@ def _train_and_test(
         "rule": "reported_split" if task.selection == "reported_split" else "best_validation",
         "best_checkpoint": best_path or None,
         "chosen": "best" if best_path else "last",
+        "best_step": best_step(result.curve, task.monitor, task.monitor_mode) if best_path else None,
         "global_steps": trainer.global_step,
     }
 
@@ -361,6 +394,21 @@ def _test(
     """Test metrics of every reported split in one dict (trainer.test returns one dict per split)."""
     per_split = trainer.test(module, datamodule=datamodule, verbose=False, **kwargs)
     return _floats({key: value for metrics in per_split for key, value in metrics.items()})
+
+
+def _complete_predictions(
+    predictions: dict[str, dict[str, list]], sizes: dict[str, int]
+) -> dict[str, dict[str, list]]:
+    """A record that misses rows (``trainer.limit_test_batches``) keeps its ``index`` and says ``partial``:
+    only complete records pair example by example with other runs."""
+    out = {}
+    for split, record in predictions.items():
+        record = dict(record)
+        if len(record["pred"]) != sizes.get(split, len(record["pred"])):
+            record.setdefault("index", list(range(len(record["pred"]))))
+            record["partial"] = True
+        out[split] = record
+    return out
 
 
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:

@@ -115,6 +115,14 @@ class Method(TrainingHooks):
         """Tokens the method adds to every input at inference (soft prompts); 0 for weight-space methods."""
         return 0
 
+    def extra_processed_tokens(self) -> int:
+        """Of those, the tokens every layer processes like real ones (their FLOPs count in the budget).
+
+        A soft prompt prepended to the embeddings runs through every layer; a prefix handed over as attention
+        keys and values is only attended to, so it adds no matmul work per token. Defaults to every extra token.
+        """
+        return self.extra_input_tokens()
+
 
 def logical_numel(param: torch.Tensor) -> int:
     """Parameter count of a tensor, counting quantised (packed) weights by their logical shape."""

@@ -196,6 +196,12 @@ class PeftTuner(Method):
     def extra_input_tokens(self) -> int:
         return int(self.peft_config.num_virtual_tokens) if self.peft_config.is_prompt_learning else 0
 
+    def extra_processed_tokens(self) -> int:
+        # Prefix tuning's virtual tokens are past keys/values: attended to, never run through the layers.
+        if getattr(self.peft_config, "peft_type", None) == PeftType.PREFIX_TUNING:
+            return 0
+        return self.extra_input_tokens()
+
 
 def _accept_past_key_values(model: nn.Module) -> None:
     """Prefix tuning hands its prefixes to the model as ``past_key_values``. transformers 5 renamed that

@@ -11,7 +11,10 @@ frozen weights::
 
 with N the non-embedding parameters of the model as trained (embedding lookups are not matmuls),
 N_trainable its trainable non-embedding parameters and T the tokens processed, padding included
-(the matmuls run on padded batches). Full fine-tuning gives 6 N T, a frozen backbone ~4 N T. It
+(the matmuls run on padded batches), plus the virtual tokens a soft prompt prepends to every input
+(``Method.extra_processed_tokens``: prompt tuning's 20 tokens on a 27-token sentence nearly double
+the work; counting only the real tokens made it look cheaper than full fine-tuning). ``tokens``
+counts them too. Full fine-tuning gives 6 N T, a frozen backbone ~4 N T. It
 ignores the attention score term (~ seq_len / (6 * hidden) relative, small at these lengths) and
 over-counts methods whose gradient stops early (head-only backpropagates only through the head),
 so it is an upper bound that is the same rule for every method.
@@ -28,7 +31,7 @@ from torch import nn
 
 from peftbench.methods.base import logical_numel
 
-FLOPS_FORMULA = "2*N*T + 2*N*T + 2*N_trainable*T (N non-embedding params, T tokens processed incl. padding)"
+FLOPS_FORMULA = "2*N*T + 2*N*T + 2*N_trainable*T (N non-embedding params, T tokens processed incl. padding and soft-prompt tokens)"
 
 
 class RunDiverged(RuntimeError):
@@ -55,6 +58,7 @@ class BudgetCounter(L.Callback):
         self._steps = 0
         self._params = 0
         self._trainable = 0
+        self._extra_per_sample = 0
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._reset()
@@ -63,15 +67,18 @@ class BudgetCounter(L.Callback):
         params = [p for p in model.parameters() if id(p) not in embeddings]
         self._params = sum(logical_numel(p) for p in params)
         self._trainable = sum(logical_numel(p) for p in params if p.requires_grad)
+        method = getattr(pl_module, "method", None)
+        self._extra_per_sample = int(method.extra_processed_tokens()) if method is not None else 0
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         ids = batch["input_ids"]
+        extra = self._extra_per_sample * ids.shape[0]  # soft-prompt tokens: every layer processes them
         self._samples = self._samples + ids.shape[0]
-        self._processed = self._processed + ids.numel()
+        self._processed = self._processed + ids.numel() + extra
         mask = batch.get("attention_mask")
-        self._tokens = self._tokens + (mask.sum() if mask is not None else ids.numel())
+        self._tokens = self._tokens + (mask.sum() if mask is not None else ids.numel()) + extra
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if isinstance(loss, torch.Tensor):
             self._nonfinite = self._nonfinite | ~torch.isfinite(loss.detach())
@@ -107,4 +114,5 @@ class BudgetCounter(L.Callback):
             "flops_formula": FLOPS_FORMULA,
             "world_size": int(trainer.world_size),
             "non_embedding_params": self._params,
+            "extra_tokens_per_sample": self._extra_per_sample,
         }

@@ -33,6 +33,7 @@ class EfficiencyMonitor(L.Callback):
         self._timed_samples = 0
         self._timed_tokens: torch.Tensor | int = 0
         self._fit_start = 0.0
+        self._paused = False  # set by a validation: the next step's clock starts at its own batch start
 
     @staticmethod
     def _now(trainer: L.Trainer) -> float:
@@ -54,7 +55,17 @@ class EfficiencyMonitor(L.Callback):
             }
         )
         self.figures["peak_mem_source"] = memory.reset_peak()  # type: ignore[assignment]
+        # The loaded, transformed model is the baseline: the increment over it is what training itself costs
+        # (on CPU the process's RSS already holds ~600 MiB of libraries and weights, which compresses ratios).
+        self._baseline = memory.current_mb()
         self._fit_start = time.perf_counter()
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self._paused:  # after a validation and its checkpoint write: neither is training time
+            self._last = self._now(trainer)
+            self._paused = False
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -72,10 +83,11 @@ class EfficiencyMonitor(L.Callback):
                 self._timed_tokens = self._timed_tokens + batch["input_ids"].numel()
         self._last = now
 
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Restart the step clock: validation time must not count as training time.
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Stop the step clock: validation, and the checkpoint write that follows it (checkpoint callbacks run
+        # last), must not count as training time. The next training batch restarts it.
         if trainer.state.fn == "fit" and self._last is not None:
-            self._last = self._now(trainer)
+            self._paused = True
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         seconds = self._timed_seconds
@@ -85,6 +97,8 @@ class EfficiencyMonitor(L.Callback):
             else self._timed_tokens
         )
         peaks = memory.peak_mb()
+        kind = "cuda_allocated" if "peak_cuda_allocated_mb" in peaks else "cpu_rss"
+        peak = peaks[f"peak_{kind.removeprefix('cpu_')}_mb"]
         self.figures.update(
             {
                 "train_time_s": time.perf_counter() - self._fit_start,
@@ -94,7 +108,11 @@ class EfficiencyMonitor(L.Callback):
                 "train_step_time_ms": 1000 * seconds / self._timed_steps
                 if self._timed_steps
                 else float("nan"),
-                "peak_mem_mb": peaks.get("peak_cuda_allocated_mb", peaks["peak_rss_mb"]),
+                # One figure per run, labelled with its source: CPU RSS and CUDA allocated never share a column.
+                "peak_mem_mb": peak,
+                "peak_mem_kind": kind,
+                "peak_mem_baseline_mb": self._baseline[kind],
+                "peak_mem_increment_mb": peak - self._baseline[kind],
                 **peaks,
             }
         )

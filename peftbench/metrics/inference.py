@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from peftbench.methods.base import Method
+from peftbench.tasks.datamodule import EXAMPLE_INDEX_KEY
 
 
 def _sync(device: torch.device) -> None:
@@ -26,8 +27,13 @@ def _sync(device: torch.device) -> None:
 
 
 def _inputs(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    # Tensors only: generation batches also carry the prompts to decode, which a forward pass ignores.
-    return {k: v.to(device) for k, v in batch.items() if k != "labels" and isinstance(v, torch.Tensor)}
+    # Tensors only: generation batches also carry the prompts to decode, which a forward pass ignores, and
+    # evaluation rows their split positions.
+    return {
+        k: v.to(device)
+        for k, v in batch.items()
+        if k not in ("labels", EXAMPLE_INDEX_KEY) and isinstance(v, torch.Tensor)
+    }
 
 
 @torch.no_grad()

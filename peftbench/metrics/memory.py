@@ -51,6 +51,14 @@ def current_rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+def current_mb() -> dict[str, float]:
+    """Memory held now, per source (the baseline a run's peak is measured against)."""
+    figures = {"cpu_rss": current_rss_mb()}
+    if torch.cuda.is_available():
+        figures["cuda_allocated"] = torch.cuda.memory_allocated() / 2**20
+    return figures
+
+
 def peak_mb() -> dict[str, float]:
     """Peak memory since the last reset_peak(), in MiB."""
     figures: dict[str, float] = {}

@@ -17,7 +17,11 @@ from torchmetrics import MetricCollection
 from transformers import get_scheduler
 
 from peftbench.methods.base import Method, TrainingHooks
+from peftbench.tasks.datamodule import EXAMPLE_INDEX_KEY
 from peftbench.tasks.generation import GENERATE_KEY
+
+# Batch entries that are not model inputs: prompts to decode (generation tasks) and rows' split positions.
+NON_INPUT_KEYS = (GENERATE_KEY, EXAMPLE_INDEX_KEY)
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
@@ -54,11 +58,15 @@ class PeftBenchModule(L.LightningModule):
         )
         # Checkpoints hold only trainable weights (see on_save_checkpoint); loading them back is partial.
         self.strict_loading = False
+        # Per-example predictions of the last test pass, per reported split ("test", "test_mismatched"): what
+        # paired comparisons between runs need (results.RunResult.predictions).
+        self.test_predictions: dict[str, dict[str, list]] = {}
+        self._collected: list[dict[str, list]] = []
 
     # --- steps ---------------------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> Any:
         # Eval batches of generation tasks also carry prompt-only inputs under one extra key.
-        return self.model(**{k: v for k, v in batch.items() if k != GENERATE_KEY})
+        return self.model(**{k: v for k, v in batch.items() if k not in NON_INPUT_KEYS})
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self(batch).loss
@@ -73,13 +81,24 @@ class PeftBenchModule(L.LightningModule):
     def _predictions(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.squeeze(-1).float() if self.task_type == "regression" else logits.argmax(dim=-1)
 
-    def _eval_step(self, batch: dict[str, torch.Tensor], metrics: MetricCollection, name: str) -> None:
+    def _eval_step(
+        self,
+        batch: dict[str, torch.Tensor],
+        metrics: MetricCollection,
+        name: str,
+        collect: dict[str, list] | None = None,
+    ) -> None:
         output = self(batch)
         if self.generator is not None:  # generation: greedy answers from the prompts, scored as strings
             prompts = batch[GENERATE_KEY]
-            metrics.update(self.generator.predict(self.model, prompts), prompts["answers"])
+            predicted, gold = self.generator.predict(self.model, prompts), prompts["answers"]
         else:
-            metrics.update(self._predictions(output.logits), batch["labels"])
+            predicted, gold = self._predictions(output.logits), batch["labels"]
+        metrics.update(predicted, gold)
+        if collect is not None and EXAMPLE_INDEX_KEY in batch:
+            collect["index"].extend(batch[EXAMPLE_INDEX_KEY].tolist())
+            for key, values in (("pred", predicted), ("label", gold)):
+                collect[key].extend(values.tolist() if isinstance(values, torch.Tensor) else list(values))
         batch_size = batch["labels"].shape[0]
         self.log(name, output.loss, batch_size=batch_size, sync_dist=True, add_dataloader_idx=False)
 
@@ -88,17 +107,37 @@ class PeftBenchModule(L.LightningModule):
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         postfix = self.test_postfixes[dataloader_idx]
-        self._eval_step(batch, self.test_metrics[dataloader_idx], f"test/loss{postfix}")
+        collect = self._collected[dataloader_idx] if dataloader_idx < len(self._collected) else None
+        self._eval_step(batch, self.test_metrics[dataloader_idx], f"test/loss{postfix}", collect)
 
     def on_validation_epoch_end(self) -> None:
         # torchmetrics syncs states across ranks in compute(), so values are correct under DDP.
         self.log_dict(self.val_metrics.compute(), prog_bar=True)
         self.val_metrics.reset()
 
+    def on_test_epoch_start(self) -> None:
+        self._collected = [{"index": [], "pred": [], "label": []} for _ in self.test_postfixes]
+
     def on_test_epoch_end(self) -> None:
         for metrics in self.test_metrics:
             self.log_dict(metrics.compute())
             metrics.reset()
+        self.test_predictions = {
+            f"test{postfix}": _in_split_order(self._gather(collected))
+            for postfix, collected in zip(self.test_postfixes, self._collected, strict=True)
+            if collected["index"]
+        }
+        self._collected = []
+
+    def _gather(self, collected: dict[str, list]) -> dict[str, list]:
+        """Every rank's rows (DDP shards the test split); identity on one device."""
+        if self.trainer.world_size <= 1:
+            return collected
+        import torch.distributed as dist
+
+        shards: list[dict[str, list] | None] = [None] * self.trainer.world_size
+        dist.all_gather_object(shards, collected)
+        return {key: [v for shard in shards if shard for v in shard[key]] for key in collected}
 
     # --- optimisation --------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -139,3 +178,15 @@ class PeftBenchModule(L.LightningModule):
         checkpoint["state_dict"] = {
             key: value for key, value in checkpoint["state_dict"].items() if key in trainable | buffers
         }
+
+
+def _in_split_order(collected: dict[str, list]) -> dict[str, list]:
+    """Rows sorted back into split order (eval loaders draw them longest first), each once (a distributed
+    sampler repeats rows to even out shards). ``index`` is kept only when rows are missing (limit_test_batches),
+    so a complete record is just ``pred`` and ``label`` aligned with the split."""
+    rows = dict(zip(collected["index"], zip(collected["pred"], collected["label"], strict=True), strict=True))
+    order = sorted(rows)
+    record = {"pred": [rows[i][0] for i in order], "label": [rows[i][1] for i in order]}
+    if order != list(range(len(order))):
+        record["index"] = order
+    return record

@@ -4,6 +4,11 @@ Tokenisation runs once per (data, tokenizer, max length, truncation): ``datasets
 map call (function source, its keyword arguments including the tokenizer, and the input data) and
 reuses the cached Arrow file on the next run. Batches pad to their own longest row; evaluation
 batches are drawn in length order so each pads little (metrics do not depend on row order).
+
+Training data order belongs to the seed alone: the sampler draws from its own generator seeded from the run's
+``seed``, so two methods at one seed see identical batches (a paired comparison), whatever random numbers the
+method's own initialisation consumed from the global state. Evaluation rows carry ``example_index`` (their
+position in the split), so per-example predictions are stored in split order and pair across runs.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import torch
 from datasets import Dataset, DatasetDict
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
@@ -18,6 +24,9 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from peftbench.tasks.config import TaskConfig
 from peftbench.tasks.sources import load_source, prepare_splits
+
+# Batch key of an evaluation row's position in its split; the module strips it before the forward pass.
+EXAMPLE_INDEX_KEY = "example_index"
 
 
 def tokenize_batch(
@@ -59,11 +68,16 @@ def tokenize_batch(
 
 
 class TaskDataModule(L.LightningDataModule):
-    def __init__(self, task: TaskConfig, tokenizer: PreTrainedTokenizerBase, num_workers: int = 0) -> None:
+    def __init__(
+        self, task: TaskConfig, tokenizer: PreTrainedTokenizerBase, num_workers: int = 0, seed: int = 0
+    ) -> None:
         super().__init__()
         self.task = task
         self.tokenizer = tokenizer
         self.num_workers = num_workers
+        self.seed = (
+            seed  # the run's seed: the training data order (its own generator, see the module docstring)
+        )
         self.datasets: DatasetDict | None = None
         # Dynamic padding: each batch pads to its own longest sequence, not to max_length.
         self.collator = DataCollatorWithPadding(tokenizer)
@@ -77,11 +91,13 @@ class TaskDataModule(L.LightningDataModule):
             from peftbench.tasks.generation import GenerationCollator, GenerationSpec, tokenize_splits
 
             spec = GenerationSpec.from_dict(self.task.generation)
-            self.datasets = tokenize_splits(splits, self.tokenizer, spec, self.task.max_length)
+            self.datasets = _index_eval_splits(
+                tokenize_splits(splits, self.tokenizer, spec, self.task.max_length)
+            )
             self.collator = GenerationCollator(self.tokenizer, with_prompts=True)
             self.train_collator = GenerationCollator(self.tokenizer, with_prompts=False)
             return
-        self.datasets = splits.map(
+        tokenized = splits.map(
             tokenize_batch,
             batched=True,
             fn_kwargs={
@@ -94,20 +110,31 @@ class TaskDataModule(L.LightningDataModule):
             remove_columns=[c for c in splits["train"].column_names if c != "label"],
             desc=f"tokenizing {self.task.name}",
         ).rename_column("label", "labels")
+        self.datasets = _index_eval_splits(tokenized)
 
     def split_sizes(self) -> dict[str, int]:
         assert self.datasets is not None, "call setup() first"
         return {split: len(dataset) for split, dataset in self.datasets.items()}
 
+    def train_generator(self) -> torch.Generator:
+        """A fresh generator for the training order: every call (Lightning's, a method's scoring pass) starts
+        from the seed, so drawing batches for anything else never shifts the order training sees."""
+        return torch.Generator().manual_seed(int(self.seed))
+
     def train_dataloader(self) -> DataLoader:
         dataset = self.datasets["train"]
+        generator = self.train_generator()
         if self.task.group_by_length:
             # Batches of similar length waste less compute on padding; the sampler still shuffles.
-            sampler = LengthGroupedSampler(self.task.batch_size, lengths=_lengths(dataset))
+            sampler = LengthGroupedSampler(
+                self.task.batch_size, lengths=_lengths(dataset), generator=generator
+            )
             return self._loader(
                 dataset, self.task.batch_size, sampler=sampler, collate_fn=self.train_collator
             )
-        return self._loader(dataset, self.task.batch_size, shuffle=True, collate_fn=self.train_collator)
+        return self._loader(
+            dataset, self.task.batch_size, shuffle=True, generator=generator, collate_fn=self.train_collator
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("validation")
@@ -130,6 +157,18 @@ class TaskDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset, batch_size: int, **kwargs: Any) -> DataLoader:
         kwargs.setdefault("collate_fn", self.collator)
         return DataLoader(dataset, batch_size=batch_size, num_workers=self.num_workers, **kwargs)
+
+
+def _index_eval_splits(datasets: DatasetDict) -> DatasetDict:
+    """Every split but train gets its row positions as ``example_index`` (predictions are stored in that order)."""
+    return DatasetDict(
+        {
+            role: dataset
+            if role == "train"
+            else dataset.add_column(EXAMPLE_INDEX_KEY, list(range(len(dataset))))
+            for role, dataset in datasets.items()
+        }
+    )
 
 
 def _lengths(dataset: Dataset) -> list[int]:

@@ -177,6 +177,8 @@ class GenerationCollator:
                 ),
                 "answers": [r["answer"] for r in rows],
             }
+        if rows and "example_index" in rows[0]:  # evaluation rows: their position in the split
+            batch["example_index"] = torch.tensor([r["example_index"] for r in rows], dtype=torch.long)
         return batch
 
 

@@ -1,0 +1,88 @@
+"""The LearningCurve callback: what every validation during training saw, for convergence checks.
+
+A leaderboard row whose chosen checkpoint is the last evaluation, on a curve still rising, was still
+improving when its budget ran out; without the curve that cannot be told apart from a plateau. Each entry
+holds the step, every ``val/`` metric, the mean training loss over the interval since the previous
+validation, and the interval's non-padding tokens per second of step time (validation and checkpoint
+writes excluded: the interval restarts at the first training batch after a validation).
+
+Cheap by design: the loss and token counts accumulate on the device and are read once per validation.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+import torch
+
+
+class LearningCurve(L.Callback):
+    """Collects ``curve``: one dict per validation run during fit (RunResult.curve)."""
+
+    def __init__(self) -> None:
+        self.curve: list[dict[str, Any]] = []
+        self._reset_interval()
+
+    def _reset_interval(self) -> None:
+        self._loss_sum: torch.Tensor | float = 0.0
+        self._loss_count = 0
+        self._tokens: torch.Tensor | int = 0
+        self._interval_start: float | None = None
+        self._interval_seconds = 0.0
+
+    @staticmethod
+    def _now(trainer: L.Trainer) -> float:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.curve = []
+        self._reset_interval()
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self._interval_start is None:  # the first step of an interval: the clock starts here
+            self._interval_start = self._now(trainer)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):
+            self._loss_sum = self._loss_sum + loss.detach().float()
+            self._loss_count += 1
+        mask = batch.get("attention_mask")
+        self._tokens = self._tokens + (mask.sum() if mask is not None else batch["input_ids"].numel())
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit" and self._interval_start is not None:
+            self._interval_seconds = self._now(trainer) - self._interval_start
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn != "fit" or trainer.sanity_checking:
+            return
+        entry: dict[str, Any] = {"step": int(trainer.global_step)}
+        for name, value in sorted(trainer.callback_metrics.items()):
+            if name.startswith("val/"):
+                entry[name] = float(value)
+        entry["train/loss"] = float(self._loss_sum / self._loss_count) if self._loss_count else None
+        tokens = float(self._tokens)
+        entry["train_tokens_per_s"] = tokens / self._interval_seconds if self._interval_seconds > 0 else None
+        self.curve.append(entry)
+        self._reset_interval()
+
+
+def best_step(curve: list[dict[str, Any]], monitor: str, mode: str) -> int | None:
+    """The step whose validation the checkpoint callback kept: the first strict best, as ModelCheckpoint keeps."""
+    best: tuple[float, int] | None = None
+    for entry in curve:
+        value = entry.get(monitor)
+        if value is None or value != value:  # missing or NaN never improves
+            continue
+        if best is None or (value > best[0] if mode == "max" else value < best[0]):
+            best = (value, int(entry["step"]))
+    return None if best is None else best[1]
