@@ -271,3 +271,6 @@ def test_ddp_over_two_cpu_processes_writes_one_result(tmp_path: Path) -> None:
     assert result.status == "ok" and result.budget["world_size"] == 2
     assert result.budget["samples"] == 4 * 16 * 2  # steps x batch x ranks, gathered across ranks
     assert "test/accuracy" in result.test
+    # Each rank tested its shard; the stored predictions are the whole split, once each, in split order.
+    assert len(result.predictions["test"]["pred"]) == result.data["sizes"]["test"]
+    assert "partial" not in result.predictions["test"]
