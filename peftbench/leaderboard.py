@@ -1,44 +1,63 @@
-"""Leaderboards from result files: Markdown, CSV and LaTeX tables, plots and a one-page report.
+"""Leaderboards from result files: Markdown, CSV and LaTeX tables, Pareto plots and a one-page report.
 
-``peftbench-leaderboard DIR`` prints one row per (task, model, budget, method, variant) with the
-headline test metric over seeds (mean ± std, n). Rows of different tasks, models or budgets are
-never averaged together: each (task, model, budget) is its own table. Unreadable files and runs
-that did not finish ok are listed apart, never silently averaged in. Search trials are left out
-(their ``tuned`` pick stands for them) unless ``--trials``. ``--out DIR`` writes the tables,
-the Pareto plots and ``report.md``.
+``peftbench-leaderboard DIR`` prints one table per (task, model, budget run) with one row per
+*configuration* (``results.config_fingerprint``: the config bar seed and paths, plus device kind, precision
+and data-order rule), pooled over its seeds. Each row carries a 95 % interval of its headline test metric
+(a bootstrap over seeds x test examples when every run stored its predictions, else a t interval over seeds,
+and the table says which), a paired test against a reference row (default: the best row) with Holm's
+correction across the table, the tie group that follows, and flags (at or below the trivial baseline, still
+improving at the end, fewer steps run than planned). Unreadable files, runs that did not finish ok and
+duplicate files are listed apart, never averaged in. Search trials are left out (their ``tuned`` pick stands
+for them) unless ``--trials``. ``--out DIR`` writes the tables, the Pareto plots and ``report.md``.
+docs/leaderboard.md describes every figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import functools
+import hashlib
 import io
+import json
 import math
+import re
 import statistics
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peftbench.results import RunResult, load_results
+import numpy as np
 
-# Columns of the printed/Markdown table (the CSV carries the raw numbers behind them).
-COLUMNS = (
-    "task",
-    "model",
-    "budget",
-    "method",
-    "variant",
-    "trainable",
-    "trainable %",
-    "score",
-    "n",
-    "samples/s",
-    "peak MiB",
-    "time s",
+from peftbench import stats
+from peftbench.results import (
+    DATA_ORDER_GLOBAL_RNG,
+    DATA_ORDER_SEEDED,
+    ResultSchemaError,
+    RunResult,
+    config_fingerprint,
+    device_kind,
+    fingerprint_config,
+    read_result,
 )
+
+ALPHA = 0.05
+N_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0  # fixed: regenerating a leaderboard from the same files gives the same bytes
+CONFIDENCE = 0.95
+# Method-config keys that document a method rather than configure it: never part of a row label.
+META_KEYS = ("name", "paper", "lr_source")
+# When several differing keys always move together (method.lr and the optimizer.lr that follows it, or
+# trainer.precision and the recorded precision), the label names one, by this preference.
+LABEL_KEY_PREFERENCE = ("precision", "device", "data_order", "optimizer.", "method.")
+MEM_SOURCES = {"cpu_rss": "CPU RSS", "cuda_allocated": "CUDA allocated", "cuda_reserved": "CUDA reserved"}
+NOT_RANKED = "not ranked"
+
+
+# --- what a result says about itself ------------------------------------------------------------------------
 
 
 def headline(result: RunResult) -> tuple[str, float | None]:
@@ -47,21 +66,132 @@ def headline(result: RunResult) -> tuple[str, float | None]:
     return name, None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
-def budget_of(result: RunResult) -> dict[str, Any]:
-    """The planned budget (steps x effective batch): what runs must share to be compared."""
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def steps_run(result: RunResult) -> int | None:
+    """Optimizer steps the run took (``budget.steps``; older files: the trainer's global step)."""
+    for value in (result.budget.get("steps"), (result.selection or {}).get("global_steps")):
+        if _number(value) is not None:
+            return int(value)
+    return None
+
+
+def steps_planned(result: RunResult) -> int | None:
     config = result.config or {}
-    steps = result.budget.get("max_steps") or config.get("trainer", {}).get("max_steps")
-    steps = steps or config.get("task", {}).get("max_steps")
+    for value in (
+        result.budget.get("max_steps"),
+        config.get("trainer", {}).get("max_steps"),
+        config.get("task", {}).get("max_steps"),
+    ):
+        if _number(value) is not None and value > 0:
+            return int(value)
+    return None
+
+
+def budget_of(result: RunResult) -> dict[str, Any]:
+    """The budget a run *ran*: steps actually taken x effective batch (and what was planned, to flag short runs)."""
+    config = result.config or {}
+    steps = steps_run(result)
+    planned = steps_planned(result)
+    steps = steps if steps is not None else planned
     batch = result.budget.get("batch_size") or config.get("task", {}).get("batch_size")
     accumulate = config.get("trainer", {}).get("accumulate_grad_batches") or 1
     world = result.budget.get("world_size") or 1
     effective = batch * accumulate * world if batch else None
-    return {"steps": steps, "batch": effective, "label": f"{steps} steps x {effective}"}
+    return {"steps": steps, "planned": planned, "batch": effective, "label": f"{steps} steps x {effective}"}
+
+
+def mem_kind(result: RunResult) -> str:
+    """Where the peak memory figure comes from (older files: CUDA allocated when it was recorded, else RSS)."""
+    efficiency = result.efficiency or {}
+    kind = efficiency.get("peak_mem_kind")
+    if kind:
+        return str(kind)
+    return "cuda_allocated" if "peak_cuda_allocated_mb" in efficiency else "cpu_rss"
+
+
+def _best_step(result: RunResult) -> int | None:
+    selection = result.selection or {}
+    if _number(selection.get("best_step")) is not None:
+        return int(selection["best_step"])
+    match = re.search(r"best-step(\d+)", str(selection.get("best_checkpoint") or ""))
+    return int(match.group(1)) if match else None
+
+
+def convergence(result: RunResult) -> str | None:
+    """``not converged``: the chosen checkpoint is the last evaluation and the monitored metric still improved
+    at it (over the evaluation before). Older files without a curve: ``best = last eval (no curve stored)``
+    when the best checkpoint's step is the final step. None otherwise (or when it cannot be told)."""
+    selection = result.selection or {}
+    mode = selection.get("mode") or result.config.get("task", {}).get("monitor_mode", "max")
+    monitor = selection.get("monitor") or result.config.get("task", {}).get("monitor")
+    curve = [c for c in result.curve or [] if _number(c.get(monitor)) is not None and _number(c.get("step"))]
+    best = _best_step(result)
+    if curve:
+        last = curve[-1]
+        at_last = selection.get("chosen") == "last" or best == int(last["step"])
+        if not at_last:
+            return None
+        if len(curve) == 1:
+            return "best = last eval (one evaluation)"
+        sign = 1 if mode == "max" else -1
+        return "not converged" if sign * (last[monitor] - curve[-2][monitor]) > 0 else None
+    final = steps_run(result)
+    if selection.get("chosen") == "last" or (best is not None and final is not None and best >= final):
+        return "best = last eval (no curve stored)"
+    return None
+
+
+# --- rows ----------------------------------------------------------------------------------------------------
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def _dig(node: Any, dotted: str) -> Any:
+    for key in dotted.split("."):
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
+def row_fingerprint(result: RunResult) -> str:
+    """What a row pools: ``config_fingerprint`` for default runs and trials. A ``tuned`` result's config is the
+    point its search chose, which differs per seed; its row is the search instead: the config with the searched
+    keys masked (and keys of the same name holding the chosen value, e.g. optimizer.lr following method.lr),
+    plus the search definition (sweeper, trials, space)."""
+    search = result.search or {}
+    if result.variant != "tuned" or not search.get("space"):
+        return config_fingerprint(result)
+    config = json.loads(json.dumps(result.config or {}, default=str))
+    flat = _flatten(config)
+    for key in search["space"]:
+        chosen = flat.get(key)
+        for dotted, value in flat.items():
+            if dotted == key or (dotted.split(".")[-1] == key.split(".")[-1] and value == chosen):
+                parent = _dig(config, dotted.rsplit(".", 1)[0]) if "." in dotted else config
+                if isinstance(parent, dict):
+                    parent[dotted.split(".")[-1]] = "<searched>"
+    identity = {
+        "config": fingerprint_config(config),
+        "device": device_kind(result),
+        "precision": result.precision or config.get("trainer", {}).get("precision"),
+        "data_order": DATA_ORDER_SEEDED if result.schema_version >= 3 else DATA_ORDER_GLOBAL_RNG,
+        "search": {k: search.get(k) for k in ("sweeper", "n_trials", "sampler", "direction", "space")},
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 @dataclass
 class Row:
-    """One leaderboard row: the ok runs of one method and variant at one task, model and budget."""
+    """One leaderboard row: the ok runs (one per seed) of one configuration at one task, model and budget."""
 
     task: str
     model: str
@@ -69,15 +199,31 @@ class Row:
     method: str
     variant: str
     metric: str
+    fingerprint: str = ""
     runs: list[RunResult] = field(default_factory=list)
+    label: str = ""
+    differs: dict[str, Any] = field(default_factory=dict)  # dotted config key -> value, what the label says
+    interval: stats.Interval | None = None
+    reference: str | None = None  # the label of the row it was tested against
+    difference: stats.Interval | None = None
+    p: float = math.nan
+    p_holm: float = math.nan
+    group: str = ""
+    baseline: float | None = None
+    baseline_method: str = ""
+    flags: list[str] = field(default_factory=list)
+    pareto: dict[str, float] = field(default_factory=dict)  # plot axis -> probability of being on the front
 
     def _values(self, key: str, source: str = "efficiency") -> list[float]:
-        values = [getattr(r, source).get(key) for r in self.runs]
-        return [float(v) for v in values if isinstance(v, int | float) and not math.isnan(v)]
+        values = [_number(getattr(r, source).get(key)) for r in self.runs]
+        return [v for v in values if v is not None and not math.isnan(v)]
 
     def mean_of(self, key: str, source: str = "efficiency") -> float | None:
         values = self._values(key, source)
         return statistics.fmean(values) if values else None
+
+    def score_list(self) -> list[stats.Scores]:
+        return [s for s in (stats.scores_of(r, self.metric) for r in self.runs) if s is not None]
 
     @property
     def scores(self) -> list[float]:
@@ -89,7 +235,7 @@ class Row:
 
     @property
     def mean(self) -> float | None:
-        return statistics.fmean(self.scores) if self.scores else None
+        return math.fsum(self.scores) / self.n if self.scores else None
 
     @property
     def std(self) -> float | None:
@@ -100,44 +246,495 @@ class Row:
     def median(self) -> float | None:
         return statistics.median(self.scores) if self.scores else None
 
+    @property
+    def ranked(self) -> bool:
+        return self.group not in ("", NOT_RANKED)
+
+    @property
+    def seed_only(self) -> bool:
+        return self.interval is not None and not self.interval.method.startswith("bootstrap over seeds x")
+
+    def memory(self) -> dict[str, Any]:
+        """Peak memory and its increment over the post-load baseline, from one source only (else "mixed")."""
+        kinds = {mem_kind(r) for r in self.runs}
+        if len(kinds) != 1:
+            return {"kind": "mixed", "peak": None, "increment": None}
+        increments = self._values("peak_mem_increment_mb")
+        return {
+            "kind": kinds.pop(),
+            "peak": self.mean_of("peak_mem_mb"),
+            "increment": statistics.fmean(increments) if len(increments) == len(self.runs) else None,
+        }
+
     def numbers(self) -> dict[str, Any]:
         """The raw figures (CSV, plots)."""
+        interval, difference, memory = self.interval, self.difference, self.memory()
+        steps = sorted({s for s in (steps_run(r) for r in self.runs) if s is not None})
+        planned = sorted({s for s in (steps_planned(r) for r in self.runs) if s is not None})
         return {
             "task": self.task,
             "model": self.model,
             "budget": self.budget,
             "method": self.method,
             "variant": self.variant,
+            "label": self.label,
             "metric": self.metric,
             "mean": self.mean,
+            "interval_low": interval.low if interval else None,
+            "interval_high": interval.high if interval else None,
+            "interval_method": interval.method if interval else None,
             "std": self.std,
             "median": self.median,
             "n": self.n,
+            "reference": self.reference,
+            "diff": difference.estimate if difference else None,
+            "diff_low": difference.low if difference else None,
+            "diff_high": difference.high if difference else None,
+            "diff_method": difference.method if difference else None,
+            "p": None if math.isnan(self.p) else self.p,
+            "p_holm": None if math.isnan(self.p_holm) else self.p_holm,
+            "group": self.group,
+            "baseline": self.baseline,
+            "baseline_method": self.baseline_method,
+            "flags": "; ".join(self.flags),
+            "fingerprint": self.fingerprint,
+            "differs": " ".join(f"{k}={_value_text(v)}" for k, v in self.differs.items()),
             "trainable_params": self.mean_of("trainable_params"),
             "trainable_pct": self.mean_of("trainable_ratio_pct"),
-            "peak_mem_mb": self.mean_of("peak_mem_mb"),
+            "peak_mem_kind": memory["kind"],
+            "peak_mem_mb": memory["peak"],
+            "peak_mem_increment_mb": memory["increment"],
             "samples_per_s": self.mean_of("train_samples_per_s"),
             "train_time_s": self.mean_of("train_time_s"),
             "train_flops_est": self.mean_of("train_flops_est", "budget"),
             "tokens": self.mean_of("tokens", "budget"),
+            "steps_run": "/".join(str(s) for s in steps),
+            "steps_planned": "/".join(str(s) for s in planned),
+            "pareto_p_trainable_pct": self.pareto.get("trainable_pct"),
+            "pareto_p_peak_mem": self.pareto.get("peak_mem"),
+            "pareto_p_throughput": self.pareto.get("throughput"),
             "seeds": " ".join(str(r.seed) for r in sorted(self.runs, key=lambda r: r.seed)),
+            "run_ids": " ".join(r.run_id for r in sorted(self.runs, key=lambda r: r.seed)),
         }
 
 
-def aggregate(results: Iterable[RunResult], include_trials: bool = False) -> list[Row]:
-    """Group ok runs over seeds; sorted by task, model, budget, then score (best first)."""
-    groups: dict[tuple, Row] = {}
+@dataclass
+class Leaderboard:
+    """Rows (sorted per section) and what the reader must be told: duplicates dropped, reference notes."""
+
+    rows: list[Row]
+    warnings: list[str] = field(default_factory=list)
+    alpha: float = ALPHA
+    notes: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)
+
+
+def _newest_first(result: RunResult) -> tuple:
+    return (result.status != "ok", "" if result.ended_at is None else result.ended_at)
+
+
+def deduplicate(
+    loaded: Sequence[tuple[Path, RunResult]],
+) -> tuple[list[RunResult], list[str]]:
+    """One result per (run id, variant): a file copied to two folders counts once, with one warning line.
+    When copies differ (a re-run), the ok one that ended last is kept."""
+    by_id: dict[tuple[str, str], list[tuple[Path, RunResult]]] = defaultdict(list)
+    for path, result in loaded:
+        by_id[(result.run_id, result.variant)].append((path, result))
+    kept, warnings = [], []
+    for (run_id, variant), copies in by_id.items():
+        ordered = sorted(copies, key=lambda c: (c[1].status == "ok", c[1].ended_at or ""), reverse=True)
+        kept.append(ordered[0][1])
+        if len(copies) > 1:
+            result = ordered[0][1]
+            paths = ", ".join(str(p) for p, _ in sorted(copies, key=lambda c: str(c[0])))
+            warnings.append(
+                f"duplicate: run {run_id} ({result.task}/{result.model}/{result.method} seed {result.seed}"
+                f"{'' if variant == 'default' else ', ' + variant}) in {len(copies)} files, counted once "
+                f"(kept {ordered[0][0]}): {paths}"
+            )
+    return kept, warnings
+
+
+def load_results_with_paths(
+    results_dir: str | Path,
+) -> tuple[list[tuple[Path, RunResult]], list[tuple[Path, str]]]:
+    """Every readable result under a folder with its path, and (path, reason) for each file skipped."""
+    loaded, skipped = [], []
+    for path in sorted(Path(results_dir).rglob("*.json")):
+        if path.name.startswith(".tmp-"):
+            continue
+        try:
+            loaded.append((path, read_result(path)))
+        except (ResultSchemaError, TypeError, OSError) as error:
+            skipped.append((path, str(error)))
+    return loaded, skipped
+
+
+@functools.cache
+def method_defaults(method: str) -> dict[str, Any]:
+    """The method's shipped YAML (conf/method/<method>.yaml) as flattened ``method.*`` keys, interpolations left
+    out (they follow other keys, e.g. the model's target modules); empty for a method without a file."""
+    from omegaconf import OmegaConf
+
+    from peftbench.resources import config_dir
+
+    try:
+        path = config_dir() / "method" / f"{method}.yaml"
+        if not path.is_file():
+            return {}
+        data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except (FileNotFoundError, ValueError):
+        return {}
+    if isinstance(data, dict) and "name" not in data and isinstance(data.get("method"), dict):
+        data = data["method"]  # a `# @package _global_` file (qlora) sets method.* and model.* keys
+    flat = _flatten(data if isinstance(data, dict) else {}, "method.")
+    return {k: v for k, v in flat.items() if not _interpolated(v)}
+
+
+def _interpolated(value: Any) -> bool:
+    """An OmegaConf interpolation anywhere in the value (a list may hold some: houlsby's sites)."""
+    if isinstance(value, str):
+        return "${" in value
+    if isinstance(value, list | tuple):
+        return any(_interpolated(v) for v in value)
+    return False
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool | str):
+        return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=0.0)
+    return a == b
+
+
+def _default_differences(result: RunResult) -> dict[str, Any]:
+    """Keys where the run's method config differs from the method's YAML, and optimizer.lr from its lr.
+
+    YAML keys absent from the stored config (added after the run) and documentation keys are ignored."""
+    defaults = method_defaults(result.method)
+    if not defaults:
+        return {}
+    config = result.config or {}
+    flat = _flatten(config.get("method") or {}, "method.")
+    out = {
+        k: flat[k]
+        for k, v in defaults.items()
+        if k in flat and k.split(".")[-1] not in META_KEYS and k != "method.name" and not _same(flat[k], v)
+    }
+    lr, default_lr = _dig(config, "optimizer.lr"), defaults.get("method.lr")
+    if lr is not None and default_lr is not None and not _same(lr, default_lr):
+        out["optimizer.lr"] = lr
+        if _same(out.get("method.lr"), lr):  # the override was method.lr; optimizer.lr followed it
+            del out["method.lr"]
+    return out
+
+
+def _identity_keys(result: RunResult) -> dict[str, Any]:
+    """A run's configuration as flattened keys (paths and seed masked), plus device kind and precision."""
+    flat = _flatten(fingerprint_config(result.config or {}))
+    flat["device"] = device_kind(result)
+    flat["precision"] = result.precision or _dig(result.config or {}, "trainer.precision")
+    flat["data_order"] = DATA_ORDER_SEEDED if result.schema_version >= 3 else DATA_ORDER_GLOBAL_RNG
+    return flat
+
+
+def _key_rank(key: str) -> tuple[int, str]:
+    for rank, prefix in enumerate(LABEL_KEY_PREFERENCE):
+        if key == prefix or (prefix.endswith(".") and key.startswith(prefix)):
+            return rank, key
+    return len(LABEL_KEY_PREFERENCE), key
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | dict):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def _short_names(keys: Sequence[str]) -> dict[str, str]:
+    """The shortest trailing part of each dotted key that no other key in the set shares (r, lr, method.lr)."""
+    names = {}
+    for key in keys:
+        parts = key.split(".")
+        for length in range(1, len(parts) + 1):
+            tail = ".".join(parts[-length:])
+            if not any(other != key and ".".join(other.split(".")[-length:]) == tail for other in keys):
+                break
+        names[key] = tail
+    return names
+
+
+def label_rows(rows: Sequence[Row]) -> None:
+    """Labels for one section's rows: the method, its variant, and what differs from the method's defaults or
+    between rows of the same method (``lora r=16``, ``lora lr=1e-05``, ``lora precision=32-true``)."""
+    by_method: dict[tuple[str, str], list[Row]] = defaultdict(list)
+    for row in rows:
+        by_method[(row.method, row.variant)].append(row)
+    for (method, variant), members in by_method.items():
+        identities = [_identity_keys(row.runs[0]) for row in members]
+        all_keys = sorted(set().union(*identities))
+        varying = [
+            k
+            for k in all_keys
+            if k.split(".")[-1] not in META_KEYS
+            and len({_value_text(i.get(k, "<absent>")) for i in identities}) > 1
+        ]
+        defaults = [_default_differences(row.runs[0]) for row in members]
+        keys = sorted(set(varying).union(*defaults))
+        # A tuned row's searched keys hold one seed's chosen value (they differ per seed): not a label.
+        searched = {
+            k
+            for row in members
+            for r in row.runs
+            if r.variant == "tuned"
+            for k in (r.search or {}).get("space") or {}
+        }
+        names = {k.split(".")[-1] for k in searched}
+        keys = [k for k in keys if k not in searched and k.split(".")[-1] not in names]
+        varying = [k for k in varying if k in keys]
+        # Keys that move together across the rows (and from the defaults) are named once.
+        chosen: dict[tuple, str] = {}
+        for key in sorted(keys, key=_key_rank):
+            signature = tuple(
+                _value_text(d.get(key, i.get(key, "<absent>")))
+                for d, i in zip(defaults, identities, strict=True)
+            )
+            chosen.setdefault(signature, key)
+        keys = sorted(chosen.values())
+        names = _short_names(keys)
+        suffix = "" if variant == "default" else f" {variant_text(members[0])}"
+        for row, identity, default in zip(members, identities, defaults, strict=True):
+            shown = {k: default.get(k, identity.get(k)) for k in keys if k in varying or k in default}
+            row.differs = shown
+            parts = [f"{names[k]}={_value_text(v)}" for k, v in shown.items()]
+            row.label = " ".join([method + suffix, *parts])
+    seen = Counter(row.label for row in rows)
+    for row in rows:  # two rows never share a label: what still differs is in their fingerprints
+        if seen[row.label] > 1:
+            row.label += f" #{row.fingerprint[:6]}"
+
+
+def variant_text(row: Row) -> str:
+    """`tuned (8 trials)`: a tuned row names the search budget it used."""
+    trials = {(r.search or {}).get("n_trials") for r in row.runs} - {None}
+    return f"{row.variant} ({'/'.join(str(t) for t in sorted(trials))} trials)" if trials else row.variant
+
+
+def _row_budget(runs: Sequence[RunResult]) -> str:
+    budgets = [budget_of(r) for r in runs]
+    steps = sorted({b["steps"] for b in budgets}, key=lambda s: (s is None, s or 0))
+    batches = sorted({str(b["batch"]) for b in budgets})
+    text = str(steps[0]) if len(steps) == 1 else f"{steps[0]}–{steps[-1]}"
+    return f"{text} steps x {'/'.join(batches)}"
+
+
+def group_rows(results: Iterable[RunResult], include_trials: bool = False) -> tuple[list[Row], list[str]]:
+    """Ok runs grouped by configuration; one run per seed (the newest, with a warning when there were more)."""
+    groups: dict[tuple, list[RunResult]] = defaultdict(list)
     for result in results:
         if result.status != "ok" or (result.variant == "trial" and not include_trials):
             continue
-        budget = budget_of(result)["label"]
-        key = (result.task, result.model, budget, result.method, result.variant)
-        if key not in groups:
-            groups[key] = Row(*key, metric=headline(result)[0])
-        groups[key].runs.append(result)
-    rows = list(groups.values())
-    rows.sort(key=lambda r: (r.task, r.model, r.budget, -(r.mean if r.mean is not None else -math.inf)))
-    return rows
+        key = (result.task, result.model, result.method, result.variant, row_fingerprint(result))
+        groups[key].append(result)
+    rows, warnings = [], []
+    for (task, model, method, variant, fingerprint), members in groups.items():
+        by_seed: dict[int, list[RunResult]] = defaultdict(list)
+        for result in members:
+            by_seed[result.seed].append(result)
+        runs = []
+        for seed, same in sorted(by_seed.items()):
+            same = sorted(same, key=lambda r: (r.ended_at or "", r.run_id), reverse=True)
+            runs.append(same[0])
+            if len(same) > 1:
+                warnings.append(
+                    f"{task}/{model}/{method} configuration {fingerprint} seed {seed}: {len(same)} results "
+                    f"(run ids {', '.join(r.run_id for r in same)}); kept {same[0].run_id} (newest ended_at)"
+                )
+        metric = headline(runs[0])[0]
+        rows.append(Row(task, model, _row_budget(runs), method, variant, metric, fingerprint, runs))
+    return rows, warnings
+
+
+# --- statistics per section --------------------------------------------------------------------------------
+
+
+def trivial_baseline(row: Row) -> tuple[float | None, str]:
+    """The score of a constant prediction on the test labels: the majority class (classification), the mean
+    label (mse), no correlation (pearson/spearman). Without stored labels: a uniform guess for accuracy."""
+    metric = row.metric
+    with_labels = next((s for s in row.score_list() if s.label is not None), None)
+    task = row.runs[0].config.get("task", {})
+    classes = task.get("num_labels") or len(task.get("label_names") or []) or None
+    if metric in ("pearson", "spearman"):
+        return 0.0, "no correlation"
+    if with_labels is not None and with_labels.label is not None:
+        label = with_labels.label
+        if metric == "mse":
+            constant = label.astype(float).mean()
+            return stats.metric_value(metric, np.full(len(label), constant), label), "mean label"
+        if metric in stats.CONFUSION_METRICS or metric == "accuracy":
+            values, counts = np.unique(label, return_counts=True)
+            pred = np.full_like(label, values[int(counts.argmax())])  # ties: the lowest class id
+            return stats.metric_value(metric, pred, label, num_classes=classes), "majority class"
+        return None, ""
+    if metric == "accuracy" and classes:
+        return 1.0 / classes, "uniform guess; labels not stored"
+    return None, ""
+
+
+def _at_baseline(row: Row) -> bool:
+    if row.baseline is None or row.interval is None:
+        return False
+    if stats.higher_is_better(row.metric):
+        edge = row.interval.low if row.interval.low is not None else row.interval.estimate
+        return edge <= row.baseline
+    edge = row.interval.high if row.interval.high is not None else row.interval.estimate
+    return edge >= row.baseline
+
+
+def _row_flags(row: Row) -> list[str]:
+    flags = []
+    if _at_baseline(row):
+        flags.append(f"at/below trivial baseline {row.baseline:.4f} ({row.baseline_method})")
+    n = len(row.runs)
+    states = Counter(convergence(r) for r in row.runs)
+    for state in ("not converged", "best = last eval (one evaluation)", "best = last eval (no curve stored)"):
+        if states[state]:
+            flags.append(f"{state}: {states[state]}/{n} runs")
+    short = [(steps_run(r), steps_planned(r)) for r in row.runs]
+    short = [(s, p) for s, p in short if s is not None and p is not None and s < p]
+    if short:
+        ran = sorted({s for s, _ in short})
+        planned = sorted({p for _, p in short})
+        ran_text = str(ran[0]) if len(ran) == 1 else f"{ran[0]}–{ran[-1]}"
+        flags.append(f"ran {ran_text} of {'/'.join(str(p) for p in planned)} steps: {len(short)}/{n} runs")
+    return flags
+
+
+def _sort_key(row: Row) -> tuple:
+    """Best first in the metric's direction; exact ties by label (never file order)."""
+    estimate = row.interval.estimate if row.interval else None
+    sign = -1.0 if stats.higher_is_better(row.metric) else 1.0
+    return (estimate is None, sign * estimate if estimate is not None else 0.0, row.label)
+
+
+def analyse_section(
+    rows: list[Row],
+    reference: str | None = None,
+    alpha: float = ALPHA,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[list[Row], list[str]]:
+    """Intervals, baseline flags, tests against the reference row, Holm, tie groups and order of one section."""
+    notes = []
+    for row in rows:
+        scores = row.score_list()
+        row.interval = (
+            stats.interval(scores, row.metric, "mean", CONFIDENCE, n_resamples, seed) if scores else None
+        )
+        row.baseline, row.baseline_method = trivial_baseline(row)
+        row.flags = _row_flags(row)
+        row.group = NOT_RANKED if row.interval is None or _at_baseline(row) else "candidate"
+    rows = sorted(rows, key=_sort_key)
+    candidates = [r for r in rows if r.group == "candidate"]
+    if not candidates:
+        return rows, notes
+    chosen = next((r for r in candidates if r.label == reference), None) if reference else None
+    if reference and chosen is None:
+        known = next((r for r in rows if r.label == reference), None)
+        why = "is not ranked (at/below the trivial baseline)" if known else "is not a row of this table"
+        notes.append(f"reference {reference!r} {why}: the best row is the reference")
+    name = "reference" if chosen is not None and chosen is not candidates[0] else "best"
+    chosen = chosen or candidates[0]
+    others = [r for r in candidates if r is not chosen]
+    reference_scores = chosen.score_list()
+    # A bootstrap p-value is at least 2 / (B + 1), so Holm's smallest adjusted p is m times that: with many rows
+    # B = 2000 could never reject. The tests draw enough resamples for Holm to reach alpha / 5.
+    test_resamples = max(n_resamples, math.ceil(10 * len(others) / alpha))
+    for row in others:
+        row.difference, row.p = stats.paired_difference(
+            row.score_list(), reference_scores, row.metric, "mean", CONFIDENCE, test_resamples, seed
+        )
+        row.reference = chosen.label
+    for row, adjusted in zip(others, stats.holm([r.p for r in others]), strict=True):
+        row.p_holm = adjusted
+        row.group = stats.tie_group(row.difference, adjusted, alpha, row.metric)
+    chosen.group, chosen.reference = name, chosen.label
+    ordered = [r for r in rows if r.ranked] + [r for r in rows if not r.ranked]
+    return ordered, notes
+
+
+def pareto_probabilities(
+    rows: Sequence[Row], n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED
+) -> str:
+    """Each ranked row's bootstrap probability of being on each plot's Pareto front (Row.pareto); returns how
+    they were resampled. Memory needs one source across the rows."""
+    from peftbench.plots import AXES, axis_values
+
+    ranked = [r for r in rows if r.ranked]
+    method = ""
+    for stem, _, higher_better in AXES:
+        values, _ = axis_values(ranked, stem)
+        points = [(row, x) for row, x in zip(ranked, values, strict=True) if x is not None]
+        if not points:
+            continue
+        probabilities, method = stats.pareto_probability(
+            [row.score_list() for row, _ in points],
+            [x for _, x in points],
+            ranked[0].metric,
+            lower_cost_is_better=not higher_better,
+            n_resamples=n_resamples,
+            seed=seed,
+        )
+        for (row, _), probability in zip(points, probabilities, strict=True):
+            row.pareto[stem] = probability
+    return method
+
+
+def sections(rows: Sequence[Row]) -> dict[tuple[str, str, str], list[Row]]:
+    """Rows per (task, model, budget): the units that may be compared."""
+    grouped: dict[tuple[str, str, str], list[Row]] = defaultdict(list)
+    for row in rows:
+        grouped[(row.task, row.model, row.budget)].append(row)
+    return dict(grouped)
+
+
+def build(
+    results: Iterable[RunResult],
+    include_trials: bool = False,
+    reference: str | None = None,
+    alpha: float = ALPHA,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    budget: str | None = None,
+    pareto: bool = True,
+) -> Leaderboard:
+    """Rows grouped, labelled, tested and sorted, per section (sections sorted by task, model, budget)."""
+    rows, warnings = group_rows(results, include_trials)
+    board = Leaderboard([], warnings, alpha=alpha)
+    for key in sorted(sections(rows), key=lambda k: (k[0], k[1], k[2])):
+        if budget and key[2] != budget:
+            continue
+        members = sections(rows)[key]
+        label_rows(members)
+        members, notes = analyse_section(members, reference, alpha, n_resamples, seed)
+        if pareto:
+            pareto_probabilities(members, n_resamples, seed)
+        if notes:
+            board.notes[key] = notes
+        board.rows.extend(members)
+    return board
+
+
+def aggregate(results: Iterable[RunResult], include_trials: bool = False, **options: Any) -> list[Row]:
+    """Rows of ok runs, sorted per (task, model, budget) section, best first (see ``build``)."""
+    return build(results, include_trials, **options).rows
+
+
+# --- formatting ----------------------------------------------------------------------------------------------
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -153,63 +750,147 @@ def _count(value: float | None) -> str:
     return f"{value:.0f}"
 
 
-def score_text(row: Row, median: bool = False, plus_minus: str = "±") -> str:
-    if row.mean is None:
+def _p_text(p: float) -> str:
+    if math.isnan(p):
         return "–"
-    text = f"{row.mean:.4f} {plus_minus} {row.std:.4f}" if row.n > 1 else f"{row.mean:.4f}"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def interval_text(interval: stats.Interval | None, signed: bool = False) -> str:
+    if interval is None:
+        return "–"
+    number = (lambda v: f"{v:+.4f}") if signed else (lambda v: f"{v:.4f}")
+    if interval.low is None or interval.high is None:
+        return number(interval.estimate)
+    return f"{number(interval.estimate)} [{number(interval.low)}, {number(interval.high)}]"
+
+
+def score_text(row: Row, median: bool = False) -> str:
+    text = interval_text(row.interval) + ("†" if row.seed_only else "")
     return text + (f" (median {row.median:.4f})" if median and row.n > 1 else "")
 
 
-def variant_text(row: Row) -> str:
-    """`tuned (8 trials)`: a tuned row names the search budget it used."""
-    trials = {(r.search or {}).get("n_trials") for r in row.runs} - {None}
-    return f"{row.variant} ({'/'.join(str(t) for t in sorted(trials))} trials)" if trials else row.variant
+def _memory_columns(rows: Sequence[Row]) -> tuple[str, str, bool]:
+    """Headers of the two memory columns, and whether cells must name their source (rows differ in it)."""
+    kinds = {row.memory()["kind"] for row in rows}
+    if len(kinds) == 1 and "mixed" not in kinds:
+        source = MEM_SOURCES.get(next(iter(kinds)), next(iter(kinds)))
+        return f"peak MiB ({source})", f"+MiB over load ({source})", False
+    return "peak MiB", "+MiB over load", True
 
 
-def display_rows(rows: Sequence[Row], median: bool = False) -> list[dict[str, str]]:
-    """Rows as the strings every table format shows (so Markdown, CSV and LaTeX agree)."""
+def _memory_cell(value: float | None, kind: str, tag: bool) -> str:
+    if kind == "mixed":
+        return "mixed sources"
+    text = _fmt(value, 0)
+    return f"{text} ({MEM_SOURCES.get(kind, kind)})" if tag and value is not None else text
+
+
+def display_rows(rows: Sequence[Row], median: bool = False, context: bool = False) -> list[dict[str, str]]:
+    """Rows as the strings every table format shows (so Markdown, CSV and LaTeX agree). ``context`` adds the
+    task, model and budget columns (a table across sections, as at the end of a sweep)."""
+    peak_header, increment_header, tag = _memory_columns(rows)
     out = []
     for row in rows:
-        numbers = row.numbers()
-        out.append(
+        numbers, memory = row.numbers(), row.memory()
+        cells = {"task": row.task, "model": row.model, "budget": row.budget} if context else {}
+        cells.update(
             {
-                "task": row.task,
-                "model": row.model,
-                "budget": row.budget,
-                "method": row.method,
-                "variant": variant_text(row),
+                "row": row.label,
+                "group": row.group,
+                f"{row.metric} [95% CI]": score_text(row, median),
+                "diff vs ref [95% CI]": interval_text(row.difference, signed=True),
+                "p (Holm)": _p_text(row.p_holm),
+                "n": str(row.n),
                 "trainable": _count(numbers["trainable_params"]),
                 "trainable %": _fmt(numbers["trainable_pct"], 3),
-                "score": f"{row.metric} {score_text(row, median)}",
-                "n": str(row.n),
                 "samples/s": _fmt(numbers["samples_per_s"]),
-                "peak MiB": _fmt(numbers["peak_mem_mb"], 0),
+                peak_header: _memory_cell(memory["peak"], memory["kind"], tag),
+                increment_header: _memory_cell(memory["increment"], memory["kind"], tag),
                 "time s": _fmt(numbers["train_time_s"]),
+                "flags": "; ".join(row.flags) or "–",
             }
         )
+        out.append(cells)
+    if context and len({r.metric for r in rows}) > 1:  # one score column for rows of different metrics
+        for row, cells in zip(rows, out, strict=True):
+            cells["score [95% CI]"] = f"{row.metric} " + cells.pop(f"{row.metric} [95% CI]")
     return out
 
 
 def comparison_rows(results: Iterable[RunResult], median: bool = False) -> list[dict[str, str]]:
-    """Display rows of ok runs (the end-of-sweep table uses this)."""
-    return display_rows(aggregate(results), median)
+    """Display rows of ok runs across sections, with task, model and budget columns (the end-of-sweep table)."""
+    rows = aggregate(results, pareto=False)
+    displayed = display_rows(rows, median, context=True)
+    columns = list(dict.fromkeys(c for cells in displayed for c in cells))
+    return [{c: cells.get(c, "") for c in columns} for cells in displayed]
 
 
 def format_table(rows: Sequence[dict[str, str]]) -> str:
-    """A Markdown table (readable as plain text too)."""
+    """A Markdown table (readable as plain text too); columns are the first row's keys."""
     if not rows:
         return "(no successful runs)"
-    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in COLUMNS}
-    line = lambda cells: "| " + " | ".join(cells[c].ljust(widths[c]) for c in COLUMNS) + " |"  # noqa: E731
-    header = line({c: c for c in COLUMNS})
-    rule = "|" + "|".join("-" * (widths[c] + 2) for c in COLUMNS) + "|"
+    columns = list(rows[0])
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
+    line = lambda cells: "| " + " | ".join(cells[c].ljust(widths[c]) for c in columns) + " |"  # noqa: E731
+    header = line({c: c for c in columns})
+    rule = "|" + "|".join("-" * (widths[c] + 2) for c in columns) + "|"
     return "\n".join([header, rule, *(line(r) for r in rows)])
 
 
+def section_footnotes(rows: Sequence[Row], alpha: float = ALPHA) -> list[str]:
+    """What the section's intervals and tests are, in words (printed under every table)."""
+    lines = []
+    intervals = Counter(r.interval.method for r in rows if r.interval)
+    for method, count in sorted(intervals.items()):
+        mark = "† " if not method.startswith("bootstrap over seeds x") else ""
+        lines.append(f"{mark}95 % interval: {method} ({count}/{len(rows)} rows).")
+    if any(r.seed_only for r in rows):
+        lines.append(
+            "† Seed-only intervals leave out the test set's own sampling noise (per-example predictions not "
+            "stored), so they are too narrow; bootstrap over seeds x test examples needs results of schema 3."
+        )
+    differences = Counter(r.difference.method for r in rows if r.difference)
+    reference = next((r for r in rows if r.group in ("best", "reference")), None)
+    if reference is not None:
+        tests = "; ".join(f"{m} ({c} row{'s' if c > 1 else ''})" for m, c in sorted(differences.items()))
+        lines.append(
+            f"diff = row − {reference.label} (the {reference.group} row); test: {tests or 'none'}; p Holm-adjusted over "
+            f"{sum(differences.values())} comparison(s); tied: p >= {alpha:g} (not shown different, which is not "
+            "shown equal)."
+        )
+    if any(r.memory()["kind"] != "mixed" and r.memory()["increment"] is None for r in rows):
+        lines.append(
+            "+MiB over load: – where a run did not record its post-load baseline (result files before schema 3)."
+        )
+    if any(not r.ranked for r in rows):
+        lines.append(
+            "not ranked: no score, or the interval reaches the trivial baseline (no test, no group)."
+        )
+    return lines
+
+
+def markdown(rows: Sequence[Row], median: bool = False, board: Leaderboard | None = None) -> str:
+    """One Markdown table per (task, model, budget), headed by what it compares, footnoted by how."""
+    parts = []
+    for key, members in sections(rows).items():
+        task, model, budget = key
+        alpha = board.alpha if board else ALPHA
+        notes = [*section_footnotes(members, alpha), *((board.notes.get(key, [])) if board else [])]
+        footer = "\n".join(f"- {line}" for line in notes)
+        parts.append(
+            f"### {task} · {model} · {budget}\n\n{format_table(display_rows(members, median))}\n\n{footer}\n"
+        )
+    return "\n".join(parts) if parts else "(no successful runs)\n"
+
+
 CSV_FIELDS = (
-    "task", "model", "budget", "method", "variant", "metric", "mean", "std", "median", "n",
-    "trainable_params", "trainable_pct", "peak_mem_mb", "samples_per_s", "train_time_s",
-    "train_flops_est", "tokens", "seeds",
+    "task", "model", "budget", "method", "variant", "label", "metric", "mean", "interval_low", "interval_high",
+    "interval_method", "std", "median", "n", "reference", "diff", "diff_low", "diff_high", "diff_method", "p",
+    "p_holm", "group", "baseline", "baseline_method", "flags", "fingerprint", "differs", "trainable_params",
+    "trainable_pct", "peak_mem_kind", "peak_mem_mb", "peak_mem_increment_mb", "samples_per_s", "train_time_s",
+    "train_flops_est", "tokens", "steps_run", "steps_planned", "pareto_p_trainable_pct", "pareto_p_peak_mem",
+    "pareto_p_throughput", "seeds", "run_ids",
 )  # fmt: skip
 
 
@@ -230,37 +911,34 @@ def _latex_escape(text: str) -> str:
         ("%", r"\%"),
         ("&", r"\&"),
         ("#", r"\#"),
+        ("†", r"$^\dagger$"),
+        ("–", "--"),
+        ("−", "-"),
     ):
         text = text.replace(char, escaped)
     return text
 
 
 def to_latex(rows: Sequence[Row], median: bool = False) -> str:
-    """A booktabs table (needs \\usepackage{booktabs}); one block per (task, model, budget)."""
-    columns = [c for c in COLUMNS if c not in ("task", "model", "budget")]
-    lines = [r"\begin{tabular}{ll" + "r" * (len(columns) - 2) + "}", r"\toprule"]
-    lines.append(" & ".join(_latex_escape(c) for c in columns) + r" \\")
-    section = None
-    for row, cells in zip(rows, display_rows(rows, median), strict=True):
-        if (row.task, row.model, row.budget) != section:
-            section = (row.task, row.model, row.budget)
+    """A booktabs table (needs \\usepackage{booktabs}); one block per (task, model, budget), footnoted."""
+    blocks = sections(rows)
+    columns = list(display_rows(rows[:1], median)[0]) if rows else []
+    lines = [r"\begin{tabular}{ll" + "l" * max(0, len(columns) - 2) + "}", r"\toprule"]
+    for key, members in blocks.items():
+        cells_list = display_rows(members, median)
+        header = list(cells_list[0])
+        if lines[-1] != r"\toprule":
             lines.append(r"\midrule")
-            title = f"{row.task} / {row.model} / {row.budget} ({row.metric})"
-            lines.append(rf"\multicolumn{{{len(columns)}}}{{l}}{{\textit{{{_latex_escape(title)}}}}} \\")
-        cells = dict(cells, score=score_text(row, median, plus_minus=r"$\pm$"))
-        lines.append(
-            " & ".join(cells[c] if c == "score" else _latex_escape(cells[c]) for c in columns) + r" \\"
-        )
+        title = f"{key[0]} / {key[1]} / {key[2]} ({members[0].metric})"
+        lines.append(rf"\multicolumn{{{len(header)}}}{{l}}{{\textit{{{_latex_escape(title)}}}}} \\")
+        lines.append(" & ".join(_latex_escape(c) for c in header) + r" \\")
+        lines.append(r"\midrule")
+        for cells in cells_list:
+            lines.append(" & ".join(_latex_escape(cells[c]) for c in header) + r" \\")
+        for note in section_footnotes(members):
+            lines.append(rf"\multicolumn{{{len(header)}}}{{l}}{{\footnotesize {_latex_escape(note)}}} \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
-
-
-def sections(rows: Sequence[Row]) -> dict[tuple[str, str, str], list[Row]]:
-    """Rows per (task, model, budget): the units that may be compared."""
-    grouped: dict[tuple[str, str, str], list[Row]] = defaultdict(list)
-    for row in rows:
-        grouped[(row.task, row.model, row.budget)].append(row)
-    return dict(grouped)
 
 
 def failed_lines(results: Iterable[RunResult]) -> list[str]:
@@ -271,12 +949,24 @@ def failed_lines(results: Iterable[RunResult]) -> list[str]:
     ]
 
 
-def markdown(rows: Sequence[Row], median: bool = False) -> str:
-    """One Markdown table per (task, model, budget), headed by what it compares."""
-    parts = []
-    for (task, model, budget), members in sections(rows).items():
-        parts.append(f"### {task} · {model} · {budget}\n\n{format_table(display_rows(members, median))}\n")
-    return "\n".join(parts) if parts else "(no successful runs)\n"
+METHOD_TEXT = (
+    "Rows are configurations: ok runs with the same configuration fingerprint (the resolved config without "
+    "seed and output paths, plus device kind, precision and data-order rule), one run per seed. The label "
+    "names what differs from the method's shipped defaults or between rows of one method. Budget: optimizer "
+    "steps actually run x effective batch; rows are compared only within one task, model and budget. "
+    "Score: headline test metric of the checkpoint chosen by validation, mean over seeds with a 95 % "
+    "interval: a percentile bootstrap over seeds x test examples ({n} resamples, seed {seed}; the metric "
+    "recomputed from per-example predictions) when every run stored them, else a t interval over seeds "
+    "(marked †; it ignores test-set noise). diff: the row minus the reference row (default the best row), "
+    "a paired bootstrap (same seeds, same resampled examples) or, without predictions, Welch's t test over "
+    "seeds; p-values Holm-adjusted across each table; a row is tied with the reference when its adjusted "
+    "p >= {alpha:g}. Rows whose interval reaches the trivial baseline (majority class of the test labels; "
+    "a uniform guess when labels are not stored) are flagged and not ranked. Flags also mark runs whose "
+    "chosen checkpoint is the last evaluation on a still-rising curve, and runs that took fewer steps than "
+    "planned. Memory: mean peak of one source (never averaged across sources) and its increment over the "
+    "loaded model; throughput and time: means over the same runs. Pareto plots: error bars are the row "
+    "intervals; each point's number is the share of bootstrap resamples in which it is on the front."
+)
 
 
 def write_outputs(
@@ -287,6 +977,10 @@ def write_outputs(
     source: Path,
     median: bool = False,
     plots: bool = True,
+    board: Leaderboard | None = None,
+    alpha: float = ALPHA,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
 ) -> dict[str, Path]:
     """Tables (md, csv, tex), Pareto plots (png, svg) and report.md under out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -295,7 +989,7 @@ def write_outputs(
         "csv": out_dir / "leaderboard.csv",
         "latex": out_dir / "leaderboard.tex",
     }
-    written["markdown"].write_text(markdown(rows, median))
+    written["markdown"].write_text(markdown(rows, median, board))
     written["csv"].write_text(to_csv(rows))
     written["latex"].write_text(to_latex(rows, median))
     figures: dict[tuple[str, str, str], list[Path]] = {}
@@ -305,17 +999,24 @@ def write_outputs(
         for key, members in sections(rows).items():
             figures[key] = pareto_plots(members, out_dir)
     report = [f"# peftbench leaderboard\n\nFrom `{source}`: {len(results)} result file(s).\n"]
-    report.append(
-        "Scores: headline test metric of the checkpoint chosen by validation, mean ± sample std over "
-        "seeds (n). Throughput and memory: mean over the same runs. Budget: optimizer steps x effective "
-        "batch; rows are only compared within one task, model and budget.\n"
-    )
+    report.append(METHOD_TEXT.format(n=n_resamples, seed=seed, alpha=alpha) + "\n")
     for key, members in sections(rows).items():
         task, model, budget = key
+        notes = [*section_footnotes(members, alpha), *((board.notes.get(key, [])) if board else [])]
         report.append(f"## {task} · {model} · {budget}\n\n{format_table(display_rows(members, median))}\n")
+        report.append("\n".join(f"- {line}" for line in notes) + "\n")
+        fallback = [r.label for r in members if r.seed_only]
+        if fallback:
+            report.append(
+                f"Seed-only intervals (no per-example predictions): {len(fallback)}/{len(members)} rows"
+                + (" (all)." if len(fallback) == len(members) else f": {', '.join(fallback)}.")
+                + "\n"
+            )
         for path in figures.get(key, []):
             if path.suffix == ".png":
                 report.append(f"![{path.stem}]({path.name})\n")
+    if board and board.warnings:
+        report.append("## Duplicates\n\n" + "\n".join(f"- {line}" for line in board.warnings) + "\n")
     failed = failed_lines(results)
     if failed:
         report.append("## Runs that did not finish\n\n" + "\n".join(f"- {line}" for line in failed) + "\n")
@@ -336,28 +1037,67 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--budget", help="only this budget, as printed (e.g. '400 steps x 16')")
     parser.add_argument("--median", action="store_true", help="also show the median over seeds")
     parser.add_argument("--trials", action="store_true", help="also list search trials (variant trial)")
+    parser.add_argument(
+        "--reference", metavar="LABEL", help="row label every row is tested against (default: the best row)"
+    )
+    parser.add_argument(
+        "--alpha", type=float, default=ALPHA, help=f"level of the Holm-adjusted tie test (default {ALPHA})"
+    )
+    parser.add_argument(
+        "--resamples", type=int, default=N_RESAMPLES, help=f"bootstrap resamples (default {N_RESAMPLES})"
+    )
+    parser.add_argument(
+        "--bootstrap-seed",
+        type=int,
+        default=BOOTSTRAP_SEED,
+        help=f"bootstrap random seed (default {BOOTSTRAP_SEED})",
+    )
     parser.add_argument("--out", type=Path, help="write leaderboard.{md,csv,tex}, plots and report.md here")
     parser.add_argument("--no-plots", action="store_true", help="with --out: tables and report only")
     args = parser.parse_args(argv)
     if not args.results_dir.is_dir():
         parser.error(f"{args.results_dir} is not a folder")
-    results, skipped = load_results(args.results_dir)
+    if not 0 < args.alpha < 1:
+        parser.error(f"--alpha {args.alpha}: a level in (0, 1)")
+    if args.resamples < 100:
+        parser.error(f"--resamples {args.resamples}: at least 100")
+    loaded, skipped = load_results_with_paths(args.results_dir)
+    results, duplicates = deduplicate(loaded)
     results = [
         r
         for r in results
-        if (not args.task or r.task == args.task)
-        and (not args.model or r.model == args.model)
-        and (not args.budget or budget_of(r)["label"] == args.budget)
+        if (not args.task or r.task == args.task) and (not args.model or r.model == args.model)
     ]
-    rows = aggregate(results, include_trials=args.trials)
-    print(markdown(rows, args.median))
+    board = build(
+        results,
+        include_trials=args.trials,
+        reference=args.reference,
+        alpha=args.alpha,
+        n_resamples=args.resamples,
+        seed=args.bootstrap_seed,
+        budget=args.budget,
+    )
+    board.warnings[:0] = duplicates
+    print(markdown(board.rows, args.median, board))
     for line in failed_lines(results):
         print(line)
+    for line in board.warnings:
+        print(f"warning: {line}", file=sys.stderr)
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     if args.out:
         written = write_outputs(
-            rows, results, skipped, args.out, args.results_dir, args.median, plots=not args.no_plots
+            board.rows,
+            results,
+            skipped,
+            args.out,
+            args.results_dir,
+            args.median,
+            plots=not args.no_plots,
+            board=board,
+            alpha=args.alpha,
+            n_resamples=args.resamples,
+            seed=args.bootstrap_seed,
         )
         print("wrote " + ", ".join(str(p) for p in written.values()))
     return 0

@@ -1,8 +1,11 @@
 """Pareto plots of a leaderboard: score against what it cost (trainable %, peak memory, throughput).
 
-One figure per cost axis and per (task, model, budget), PNG for reports and SVG for papers.
-Points carry error bars (sample std over seeds); the Pareto front (no other method is better on
-both axes) is drawn as a line through highlighted points.
+One figure per cost axis and per (task, model, budget), PNG for reports and SVG for papers. Each point is a
+leaderboard row with its 95 % interval as an (asymmetric) error bar, labelled with the row label and its
+bootstrap probability of being on the Pareto front (``Row.pareto``, from ``stats.pareto_probability``). The
+front of the point estimates (no other row better on both axes) is drawn as a red line. Rows that are not
+ranked (at or below the trivial baseline) are grey crosses without a probability. The memory axis names its
+source (CPU RSS or CUDA allocated) and is left out when the rows' sources differ.
 """
 
 from __future__ import annotations
@@ -10,74 +13,140 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on servers
 import matplotlib.pyplot as plt  # noqa: E402
 
-# (file stem, row field, axis label, higher x is better)
+from peftbench import stats  # noqa: E402
+
+# SVG element ids come from a hash salted with a random value by default: a fixed salt keeps regenerated
+# files byte-identical (and the date is left out of the metadata below).
+matplotlib.rcParams["svg.hashsalt"] = "peftbench"
+
+# (file stem, axis label, higher x is better)
 AXES = (
-    ("trainable_pct", "trainable_pct", "trainable parameters (%)", False),
-    ("peak_mem", "peak_mem_mb", "peak memory (MiB)", False),
-    ("throughput", "samples_per_s", "training throughput (samples/s)", True),
+    ("trainable_pct", "trainable parameters (%)", False),
+    ("peak_mem", "peak memory (MiB)", False),
+    ("throughput", "training throughput (samples/s)", True),
 )
+MEM_SOURCES = {"cpu_rss": "CPU RSS", "cuda_allocated": "CUDA allocated", "cuda_reserved": "CUDA reserved"}
 
 
 def pareto_front(points: Sequence[tuple[float, float]], higher_x_better: bool) -> list[int]:
     """Indices of the points no other point beats on both axes (y: higher is better)."""
-    order = sorted(
-        range(len(points)), key=lambda i: (-points[i][0] if higher_x_better else points[i][0], -points[i][1])
+    on_front = stats.pareto_front(
+        [y for _, y in points], [x for x, _ in points], "accuracy", not higher_x_better
     )
-    front, best_y = [], float("-inf")
-    for index in order:
-        if points[index][1] > best_y:
-            front.append(index)
-            best_y = points[index][1]
-    return front
+    return [i for i, on in enumerate(on_front) if on]
+
+
+def axis_values(rows: Sequence[Any], stem: str) -> tuple[list[float | None], str]:
+    """Each row's cost on one axis (None: not plotted) and the axis label.
+
+    Memory is the increment over the loaded model when every row recorded it (schema 3), else the absolute
+    peak; either way from one source, named in the label. Rows of different sources give no memory axis.
+    """
+    if stem == "trainable_pct":
+        values = [row.mean_of("trainable_ratio_pct") for row in rows]
+        return [v if v is not None and v > 0 else None for v in values], "trainable parameters (%)"
+    if stem == "throughput":
+        values = [row.mean_of("train_samples_per_s") for row in rows]
+        return [v if v is not None and v > 0 else None for v in values], "training throughput (samples/s)"
+    if stem != "peak_mem":
+        raise ValueError(f"unknown axis {stem!r}")
+    memories = [row.memory() for row in rows]
+    kinds = {m["kind"] for m in memories}
+    if len(kinds) != 1 or "mixed" in kinds:
+        return [None] * len(rows), "peak memory (sources differ: not plotted)"
+    source = MEM_SOURCES.get(next(iter(kinds)), next(iter(kinds)))
+    increments = [m["increment"] for m in memories]
+    if all(v is not None and v > 0 for v in increments):
+        return increments, f"peak memory over the loaded model (MiB, {source})"
+    peaks = [m["peak"] for m in memories]
+    return [v if v is not None and v > 0 else None for v in peaks], f"peak memory (MiB, {source})"
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
 
 
-def pareto_plots(rows: Sequence, out_dir: Path, prefix: str | None = None) -> list[Path]:
+def _front_method(rows: Sequence[Any]) -> str:
+    ranked = [r for r in rows if r.ranked]
+    if ranked and all(not r.seed_only for r in ranked):
+        return "P(on front): bootstrap over seeds x test examples"
+    return "P(on front): bootstrap over seeds only (no per-example predictions)"
+
+
+def pareto_plots(rows: Sequence[Any], out_dir: Path, prefix: str | None = None) -> list[Path]:
     """Write the three Pareto plots of one (task, model, budget) section; returns the files written."""
     if not rows:
         return []
     first = rows[0]
     prefix = prefix or _slug(f"{first.task}-{first.model}-{first.budget}")
     written = []
-    for stem, key, label, higher_better in AXES:
-        data = [(row, row.numbers()) for row in rows]
-        data = [(row, n) for row, n in data if n[key] is not None and n["mean"] is not None and n[key] > 0]
+    for stem, _, higher_better in AXES:
+        values, label = axis_values(rows, stem)
+        data = [
+            (row, x)
+            for row, x in zip(rows, values, strict=True)
+            if x is not None and row.interval is not None
+        ]
         if not data:
             continue
-        xs = [n[key] for _, n in data]
-        ys = [n["mean"] for _, n in data]
-        errors = [n["std"] or 0.0 for _, n in data]
-        front = pareto_front(list(zip(xs, ys, strict=True)), higher_better)
-        figure, axis = plt.subplots(figsize=(5.5, 4))
-        axis.errorbar(xs, ys, yerr=errors, fmt="o", color="tab:gray", ecolor="tab:gray", capsize=3, zorder=2)
-        on_front = sorted(front, key=lambda i: xs[i])
-        axis.plot(
-            [xs[i] for i in on_front], [ys[i] for i in on_front], "-o", color="tab:red",
-            label="Pareto front", zorder=3,
-        )  # fmt: skip
-        for (row, _), x, y in zip(data, xs, ys, strict=True):
-            name = row.method if row.variant == "default" else f"{row.method} ({row.variant})"
-            axis.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        figure, axis = plt.subplots(figsize=(6.5, 4.5))
+        ranked = [(row, x) for row, x in data if row.ranked]
+        others = [(row, x) for row, x in data if not row.ranked]
+        for group, style in (
+            (ranked, {"fmt": "o", "color": "tab:gray"}),
+            (others, {"fmt": "x", "color": "0.7"}),
+        ):
+            if not group:
+                continue
+            xs = [x for _, x in group]
+            ys = [row.interval.estimate for row, _ in group]
+            low = [
+                row.interval.estimate
+                - (row.interval.low if row.interval.low is not None else row.interval.estimate)
+                for row, _ in group
+            ]
+            high = [
+                (row.interval.high if row.interval.high is not None else row.interval.estimate)
+                - row.interval.estimate
+                for row, _ in group
+            ]
+            axis.errorbar(xs, ys, yerr=[low, high], ecolor=style["color"], capsize=3, zorder=2, **style)
+        if ranked:
+            front = pareto_front([(x, row.interval.estimate) for row, x in ranked], higher_better)
+            on_front = sorted(front, key=lambda i: ranked[i][1])
+            axis.plot(
+                [ranked[i][1] for i in on_front], [ranked[i][0].interval.estimate for i in on_front], "-o",
+                color="tab:red", label="Pareto front (point estimates)", zorder=3,
+            )  # fmt: skip
+        for row, x in data:
+            probability = row.pareto.get(stem)
+            text = row.label if probability is None else f"{row.label} ({probability:.2f})"
+            axis.annotate(
+                text, (x, row.interval.estimate), textcoords="offset points", xytext=(4, 4), fontsize=7
+            )
+        xs = [x for _, x in data]
         if max(xs) / min(xs) > 10:  # spans orders of magnitude: log scale shows them all
             axis.set_xscale("log")
         axis.set_xlabel(label + (" → better" if higher_better else " ← better"))
-        axis.set_ylabel(f"test {first.metric} (mean ± std over seeds)")
-        axis.set_title(f"{first.task} · {first.model} · {first.budget}", fontsize=9)
+        interval_kind = "seeds only" if any(r.seed_only for r, _ in data) else "seeds x test examples"
+        axis.set_ylabel(f"test {first.metric} (mean, 95 % interval over {interval_kind})", fontsize=8)
+        axis.set_title(
+            f"{first.task} · {first.model} · {first.budget}\n(number) = {_front_method(rows)}", fontsize=8
+        )
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=8, loc="lower right")
+        if ranked:
+            axis.legend(fontsize=7, loc="lower right")
         figure.tight_layout()
         for suffix in (".png", ".svg"):
             path = out_dir / f"pareto_{prefix}_{stem}{suffix}"
-            figure.savefig(path, dpi=150)
+            figure.savefig(path, dpi=150, metadata={"Date": None} if suffix == ".svg" else {"Software": None})
             written.append(path)
         plt.close(figure)
     return written

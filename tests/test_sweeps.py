@@ -90,7 +90,8 @@ def test_leaderboard_tables_plots_and_report(tmp_path: Path, capsys) -> None:
         assert name in printed.err
     markdown, latex = (out / "leaderboard.md").read_text(), (out / "leaderboard.tex").read_text()
     csv_lines = (out / "leaderboard.csv").read_text().splitlines()
-    assert "0.8500 ± 0.0707" in markdown and r"0.8500 $\pm$ 0.0707" in latex  # the three formats agree
+    # Old-style results (no predictions): a t interval over the 2 seeds, marked seed-only; the formats agree.
+    assert "0.8500 [0.2147, 1.4853]†" in markdown and r"0.8500 [0.2147, 1.4853]$^\dagger$" in latex
     assert len(csv_lines) == 3 and csv_lines[1].startswith("synthetic,tiny-bert,40 steps x 16,full,default,")
     assert "other" not in markdown  # --task filter
     report = (out / "report.md").read_text()
@@ -132,7 +133,7 @@ def test_seed_sweep_with_a_failing_point_then_leaderboard(tmp_path: Path) -> Non
     budget = next(r for r in results if r.status == "ok").budget
     assert budget["steps"] == 1 and budget["samples"] == 16 and budget["tokens"] > 0
     assert budget["train_flops_est"] > 0 and budget["wall_time_s"] > 0
-    assert "| method" in done.stdout and "failed: synthetic/tiny-bert/full seed -1" in done.stdout
+    assert "| row " in done.stdout and "failed: synthetic/tiny-bert/full seed -1" in done.stdout
 
 
 def test_resume_skips_a_finished_point_and_reruns_on_request(make_cfg, monkeypatch) -> None:

@@ -167,4 +167,4 @@ def test_multirun_writes_one_result_per_job_with_its_own_peak(tmp_path: Path) ->
         assert result.status == "ok" and result.sweep_dir == str((tmp_path / "sweep").resolve())
         assert result.efficiency["peak_mem_source"] == "vmhwm"
         assert result.efficiency["peak_mem_mb"] > 0
-    assert "| method" in done.stdout and "head_only" in done.stdout  # the end-of-sweep comparison table
+    assert "| row " in done.stdout and "| head_only" in done.stdout  # the end-of-sweep comparison table

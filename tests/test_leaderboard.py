@@ -1,0 +1,329 @@
+"""The leaderboard: rows are configurations, honest budgets, intervals, paired tests, tie groups and flags.
+
+Every result is built by hand (no training): ``_result`` writes what a run of the given configuration would
+have recorded, with per-example predictions when ``correct`` (which test examples it got right) is given.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from peftbench import leaderboard as lb
+from peftbench.results import RunResult, write_result
+
+N_TEST = 800
+
+
+def _result(
+    method: str = "lora",
+    seed: int = 1,
+    score: float = 0.8,
+    *,
+    r: int | None = None,
+    lr: float | None = None,
+    device: str = "cpu",
+    precision: str = "bf16-mixed",
+    steps: int = 40,
+    max_steps: int = 40,
+    correct: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    curve: list[float] | None = None,
+    best_step: int | None = None,
+    mem_kind: str | None = "cpu_rss",
+    peak: float = 1500.0,
+    schema_version: int = 3,
+    ended_at: str = "2026-01-01T00:00:00+00:00",
+    run_id: str | None = None,
+    **extra: Any,
+) -> RunResult:
+    """One ok run as the trainer would record it. ``correct``: a 0/1 vector of which test examples it got right
+    (predictions are then stored and ``score`` is their accuracy); ``curve``: val/accuracy per 10 steps."""
+    peft_config = {
+        "_target_": "peft.LoraConfig",
+        "r": 8 if r is None else r,
+        "lora_alpha": 16,
+        "lora_dropout": 0.1,
+    }
+    default_lr = 2e-5 if method == "full" else 5e-4  # conf/method/{full,lora}.yaml
+    method_config = {"name": method, "impl": "peft_tuner", "lr": default_lr, "peft_config": peft_config}
+    if method == "full":
+        method_config = {"name": "full", "impl": "full", "lr": default_lr}
+    config = {
+        "seed": seed,
+        "method": method_config,
+        "optimizer": {"_target_": "torch.optim.AdamW", "lr": default_lr if lr is None else lr},
+        "trainer": {"precision": precision, "max_steps": max_steps, "accumulate_grad_batches": 1},
+        "task": {
+            "name": "synthetic", "headline": "accuracy", "monitor": "val/accuracy", "monitor_mode": "max",
+            "num_labels": 2, "batch_size": 16, "max_steps": max_steps,
+        },
+    }  # fmt: skip
+    predictions = {}
+    if correct is not None:
+        labels = np.arange(len(correct)) % 2 if labels is None else labels  # balanced: majority class 0.5
+        pred = np.where(correct == 1, labels, 1 - labels)
+        predictions = {"test": {"pred": pred.tolist(), "label": labels.tolist()}}
+        score = float(np.mean(pred == labels))
+    efficiency = {"trainable_params": 100 * (r or 8), "trainable_ratio_pct": 0.1 * (r or 8), "peak_mem_mb": peak,
+                  "train_samples_per_s": 100.0, "train_time_s": 10.0}  # fmt: skip
+    if mem_kind:
+        efficiency.update(
+            peak_mem_kind=mem_kind, peak_mem_increment_mb=peak - 600, peak_mem_baseline_mb=600.0
+        )
+    points = [{"step": 10 * (i + 1), "val/accuracy": v, "train/loss": 0.5} for i, v in enumerate(curve or [])]
+    if curve and best_step is None:
+        best_step = points[int(np.argmax(curve))]["step"]
+    tag = f"{method}-r{r}-lr{lr}-{device}-{precision}-{steps}-{max_steps}-{extra.pop('tag', '')}"
+    return RunResult(
+        run_id=run_id or f"{abs(hash(tag)) % 10**12:012d}{seed}",
+        task="synthetic",
+        model="tiny-bert",
+        method=method,
+        seed=seed,
+        test={"test/accuracy": score},
+        selection={
+            "monitor": "val/accuracy",
+            "mode": "max",
+            "chosen": "best",
+            "best_step": best_step,
+            "global_steps": steps,
+        },  # fmt: skip
+        efficiency=efficiency,
+        budget={"steps": steps, "max_steps": max_steps, "batch_size": 16},
+        predictions=predictions,
+        curve=points,
+        precision=precision,
+        config=config,
+        provenance={"device": {"accelerator": device}},
+        ended_at=ended_at,
+        schema_version=schema_version,
+        **extra,
+    )
+
+
+def _correct(seed: int, accuracy: float, n: int = N_TEST) -> np.ndarray:
+    """Exactly round(accuracy * n) of n examples right, at random positions."""
+    out = np.zeros(n, dtype=int)
+    out[np.random.default_rng(seed).choice(n, round(accuracy * n), replace=False)] = 1
+    return out
+
+
+def _rows(results: list[RunResult], **options: Any) -> dict[str, lb.Row]:
+    return {row.label: row for row in lb.build(results, **options).rows}
+
+
+def test_rows_never_pool_configurations() -> None:
+    """Issue 14 item 1: r=2 and r=16 at seed 1 were one `lora` row with n=2 and seeds "1 1"."""
+    rows = _rows([_result(r=2, score=0.7), _result(r=16, score=0.8)])
+    assert sorted(rows) == ["lora r=16", "lora r=2"]
+    assert all(row.n == 1 and row.numbers()["seeds"] == "1" for row in rows.values())
+    assert rows["lora r=16"].numbers()["differs"] == "method.peft_config.r=16"
+    assert rows["lora r=2"].numbers()["trainable_params"] == 200  # not the mean of two configurations
+    rows = _rows([_result(lr=5e-4, score=0.8), _result(lr=1e-5, score=0.6)])
+    assert sorted(rows) == ["lora lr=0.0005", "lora lr=1e-05"]
+    assert rows["lora lr=1e-05"].numbers()["differs"] == "optimizer.lr=1e-05"
+    assert sorted(_rows([_result(device="cpu"), _result(device="cuda")])) == [
+        "lora device=cpu",
+        "lora device=cuda",
+    ]
+    precisions = sorted(_rows([_result(precision="bf16-mixed"), _result(precision="32-true")]))
+    assert precisions == ["lora precision=32-true", "lora precision=bf16-mixed"]
+    # Seeds of one configuration still pool; a lone non-default row says how it differs from the YAML.
+    rows = _rows([_result(seed=s, r=16) for s in (1, 2, 3)] + [_result(method="full")])
+    assert rows["lora r=16"].n == 3 and rows["lora r=16"].numbers()["seeds"] == "1 2 3"
+    assert "full" in rows
+
+
+def test_labels_are_unique_even_when_only_documentation_differs() -> None:
+    a, b = _result(), _result(tag="b")
+    b.config["method"]["paper"] = "another citation"  # not a label key, but another configuration
+    labels = sorted(_rows([a, b]))
+    assert len(labels) == 2 and labels[0] != labels[1] and all(label.startswith("lora #") for label in labels)
+
+
+def test_a_copied_file_counts_once_with_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    results = tmp_path / "results"
+    for seed in (1, 2):
+        write_result(_result(seed=seed, score=0.7 + seed / 100), results / "a")
+    shutil.copytree(results / "a", results / "b")
+    out = tmp_path / "board"
+    assert lb.main([str(results), "--out", str(out), "--no-plots"]) == 0
+    printed = capsys.readouterr()
+    warnings = [line for line in printed.err.splitlines() if line.startswith("warning: duplicate")]
+    assert len(warnings) == 2 and all("in 2 files, counted once" in w for w in warnings)  # one per run
+    (row,) = lb.build(lb.deduplicate(lb.load_results_with_paths(results)[0])[0]).rows
+    assert row.n == 2
+    report = (out / "report.md").read_text()
+    assert "## Duplicates" in report and report.count("counted once") == 2
+    assert next(csv.DictReader(io.StringIO((out / "leaderboard.csv").read_text())))["n"] == "2"
+
+
+def test_one_seed_twice_in_one_configuration_keeps_the_newest() -> None:
+    old = _result(score=0.6, run_id="aaaaaaaaaaaa", ended_at="2026-01-01T00:00:00+00:00")
+    new = _result(score=0.8, run_id="bbbbbbbbbbbb", ended_at="2026-02-01T00:00:00+00:00")
+    board = lb.build([new, old])
+    (row,) = board.rows
+    assert row.n == 1 and row.mean == 0.8
+    assert len(board.warnings) == 1 and "kept bbbbbbbbbbbb (newest ended_at)" in board.warnings[0]
+
+
+def test_budget_label_uses_steps_run_and_flags_short_runs() -> None:
+    """Issue 14 item 2: trainer.max_steps=5 trained 5 steps but the label said 40."""
+    (row,) = lb.build([_result(steps=5, max_steps=40)]).rows
+    assert row.budget == "5 steps x 16"
+    assert "ran 5 of 40 steps: 1/1 runs" in row.flags
+    (full,) = lb.build([_result(steps=40, max_steps=40)]).rows
+    assert not any(f.startswith("ran ") for f in full.flags)
+
+
+def test_exact_ties_sort_by_label_not_file_order() -> None:
+    """Issue 14 item 3: qlora and rslora are exactly tied (the same figures at other seeds) and printed in file
+    order. Methods without a shipped YAML here, so the labels are the bare names."""
+    runs = [_result(method="m_rs", seed=1, score=0.79), _result(method="m_rs", seed=2, score=0.80)]
+    runs += [_result(method="m_q", seed=1, score=0.80), _result(method="m_q", seed=2, score=0.79)]
+    for order in (runs, runs[::-1]):
+        rows = lb.build(order).rows
+        assert [row.label for row in rows] == ["m_q", "m_rs"] and rows[0].mean == rows[1].mean
+
+
+def test_example_bootstrap_interval_is_wider_than_the_seed_spread() -> None:
+    """Three seeds with identical predictions (seed std 0) still have ~2.8 points of test-set uncertainty."""
+    correct = _correct(0, 0.8)
+    (row,) = lb.build([_result(seed=s, correct=correct) for s in (1, 2, 3)]).rows
+    assert row.std == 0 and row.interval.method == "bootstrap over seeds x test examples"
+    assert 0.024 < row.interval.half_width < 0.032 and not row.seed_only
+
+
+def test_paired_test_and_holm_give_tie_groups() -> None:
+    """A: reference; B: A minus the same 24 right answers at every seed (worse, paired); C: A with 2 of them
+    (tied). The paired test separates B although the seeds of A spread by ~2 points."""
+    rows, runs = {}, []
+    for seed, accuracy in ((1, 0.78), (2, 0.82), (3, 0.80)):
+        a = _correct(seed, accuracy)
+        b, c = a.copy(), a.copy()
+        b[np.flatnonzero(a)[:24]] = 0
+        c[np.flatnonzero(a)[:2]] = 0
+        runs += [_result(method="a", seed=seed, correct=a), _result(method="b", seed=seed, correct=b)]
+        runs += [_result(method="c", seed=seed, correct=c)]
+    board = lb.build(runs)
+    rows = {row.label: row for row in board.rows}
+    assert [row.label for row in board.rows] == ["a", "c", "b"]
+    assert rows["a"].group == "best" and rows["b"].group == "worse" and rows["c"].group == "tied"
+    assert rows["b"].difference.method == "paired bootstrap over seeds x test examples"
+    assert rows["b"].difference.high < 0 and rows["b"].p_holm <= 2 * rows["b"].p  # Holm over 2 comparisons
+    assert rows["c"].p_holm >= 0.05
+    # --reference: every row against c instead; c is then "reference", a "tied" (2 answers apart).
+    rows = _rows(runs, reference="c")
+    assert rows["c"].group == "reference" and rows["a"].reference == "c" and rows["b"].group == "worse"
+
+
+def test_a_row_at_chance_is_flagged_and_not_ranked() -> None:
+    labels = np.array([0, 1] * (N_TEST // 2))  # balanced: the majority class scores 0.5
+    runs = [_result(method="good", seed=s, correct=_correct(s, 0.8), labels=labels) for s in (1, 2)]
+    runs += [_result(method="chance", seed=s, correct=_correct(s + 10, 0.51), labels=labels) for s in (1, 2)]
+    board = lb.build(runs)
+    rows = {row.label: row for row in board.rows}
+    chance = rows["chance"]
+    assert chance.group == lb.NOT_RANKED and chance.difference is None and chance.reference is None
+    assert "at/below trivial baseline 0.5000 (majority class)" in chance.flags
+    assert rows["good"].group == "best" and board.rows[-1] is chance  # listed, after the ranked rows
+    text = lb.markdown(board.rows, board=board)
+    assert "not ranked" in text and "p Holm-adjusted over 0 comparison(s)" in text
+
+
+def test_without_stored_labels_the_baseline_is_a_uniform_guess() -> None:
+    runs = [
+        _result(method="chance", seed=s, score=v, schema_version=2, mem_kind=None)
+        for s, v in ((1, 0.49), (2, 0.53))
+    ]
+    (row,) = lb.build(runs).rows
+    assert row.baseline == 0.5 and row.group == lb.NOT_RANKED
+    assert "at/below trivial baseline 0.5000 (uniform guess; labels not stored)" in row.flags
+
+
+def test_convergence_flags() -> None:
+    rising = _result(curve=[0.6, 0.7, 0.8])
+    peaked = _result(seed=2, curve=[0.6, 0.8, 0.7])
+    assert lb.convergence(rising) == "not converged" and lb.convergence(peaked) is None
+    (row,) = lb.build([rising, peaked]).rows
+    assert "not converged: 1/2 runs" in row.flags
+    # Older files have no curve: the best checkpoint's step (from its file name) against the final step.
+    old = _result(schema_version=2, steps=400, max_steps=400)
+    old.selection = {"monitor": "val/accuracy", "mode": "max", "chosen": "best", "global_steps": 400,
+                     "best_checkpoint": "/x/checkpoints/best-step400.ckpt"}  # fmt: skip
+    earlier = _result(seed=2, schema_version=2, steps=400, max_steps=400)
+    earlier.selection = {**old.selection, "best_checkpoint": "/x/checkpoints/best-step300.ckpt"}
+    (row,) = lb.build([old, earlier]).rows
+    assert "best = last eval (no curve stored): 1/2 runs" in row.flags
+
+
+def test_old_files_fall_back_to_seed_only_intervals_and_say_so(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    for seed, score in ((1, 0.78), (2, 0.80), (3, 0.79)):
+        write_result(_result(seed=seed, score=score, schema_version=2, mem_kind=None), results)
+        write_result(
+            _result(method="full", seed=seed, score=score + 0.01, schema_version=2, mem_kind=None), results
+        )
+    out = tmp_path / "board"
+    assert lb.main([str(results), "--out", str(out), "--no-plots"]) == 0
+    markdown, report = (out / "leaderboard.md").read_text(), (out / "report.md").read_text()
+    assert "95 % interval: t over seeds (no per-example predictions) (2/2 rows)" in markdown
+    assert "†" in markdown and "Welch t over seeds, unpaired" in markdown
+    assert "Seed-only intervals (no per-example predictions): 2/2 rows (all)." in report
+    row = next(csv.DictReader(io.StringIO((out / "leaderboard.csv").read_text())))
+    assert row["interval_method"] == "t over seeds (no per-example predictions)" and row["group"] == "best"
+    assert "peak MiB (CPU RSS)" in markdown  # old files: RSS unless CUDA figures were recorded
+
+
+def test_memory_never_averages_sources() -> None:
+    runs = [_result(seed=1, mem_kind="cpu_rss"), _result(seed=2, mem_kind="cuda_allocated", peak=900.0)]
+    (row,) = lb.build(runs).rows
+    assert row.memory() == {"kind": "mixed", "peak": None, "increment": None}
+    (cells,) = lb.display_rows([row])
+    assert cells["peak MiB"] == "mixed sources"
+    (cuda,) = lb.build([_result(mem_kind="cuda_allocated", peak=900.0)]).rows
+    (cells,) = lb.display_rows([cuda])
+    assert cells["peak MiB (CUDA allocated)"] == "900" and cells["+MiB over load (CUDA allocated)"] == "300"
+
+
+def test_outputs_are_deterministic_and_carry_pareto_probabilities(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    for seed in (1, 2):
+        write_result(_result(method="big", seed=seed, r=64, correct=_correct(seed, 0.85)), results)
+        write_result(_result(method="small", seed=seed, r=2, correct=_correct(seed + 5, 0.84)), results)
+        write_result(_result(method="bad", seed=seed, r=32, correct=_correct(seed + 9, 0.70)), results)
+    outputs = []
+    for name in ("one", "two"):
+        assert lb.main([str(results), "--out", str(tmp_path / name), "--resamples", "500"]) == 0
+        outputs.append({p.name: p.read_bytes() for p in sorted((tmp_path / name).iterdir())})
+    assert outputs[0] == outputs[1] and len(outputs[0]) == 4 + 6  # tables, report, 3 axes x (png, svg)
+    rows = {r["label"]: r for r in csv.DictReader(io.StringIO(outputs[0]["leaderboard.csv"].decode()))}
+    assert float(rows["small"]["pareto_p_trainable_pct"]) == 1.0  # cheapest: always on the front
+    assert float(rows["bad"]["pareto_p_trainable_pct"]) < 0.01  # dearer than small and far worse
+    assert rows["bad"]["interval_method"] == "bootstrap over seeds x test examples"
+    latex = outputs[0]["leaderboard.tex"].decode()
+    assert r"\toprule" in latex and r"\bottomrule" in latex and "[0." in latex
+
+
+def test_tuned_rows_pool_the_search_not_the_chosen_point() -> None:
+    search = {"sweeper": "optuna", "n_trials": 8, "space": {"optimizer.lr": "interval(1e-5, 1e-2)"}}
+    runs = [_result(seed=s, lr=lr, variant="tuned", search=search) for s, lr in ((1, 1e-4), (2, 3e-4))]
+    (row,) = lb.build(runs).rows
+    assert row.n == 2 and row.label == "lora tuned (8 trials)"
+
+
+def test_end_of_sweep_table_still_works() -> None:
+    """hydra_callbacks.ComparisonTable prints format_table(comparison_rows(results)) and failed_lines."""
+    failed = _result(seed=3, status="failed", error="boom")
+    runs = [_result(seed=1), _result(seed=2, score=0.82), _result(method="full"), failed]
+    table = lb.format_table(lb.comparison_rows(runs))
+    assert table.splitlines()[0].startswith("| task ") and "lora" in table and "full" in table
+    assert lb.failed_lines(runs) == [f"failed: synthetic/tiny-bert/lora seed 3 ({failed.run_id}): boom"]
+    assert lb.format_table([]) == "(no successful runs)"
