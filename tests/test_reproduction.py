@@ -14,11 +14,19 @@ from conftest import compose_config
 from peftbench import init_from
 from peftbench.errors import ConfigError
 from peftbench.reproduction.cli import compare_main, reproduce_main
-from peftbench.reproduction.compare import compare, to_csv, to_markdown, write_outputs
+from peftbench.reproduction.compare import (
+    claim_interval_verdict,
+    compare,
+    equivalence_verdict,
+    margin_of,
+    to_csv,
+    to_markdown,
+    write_outputs,
+)
 from peftbench.reproduction.plan import build_plan
 from peftbench.reproduction.reported import check_against_plan, load_reported, parse_claim
 from peftbench.resources import experiments_dir
-from peftbench.results import RunResult, compute_run_id, identity_config, load_results
+from peftbench.results import RunResult, compute_run_id, config_fingerprint, identity_config, load_results
 from peftbench.sweeps import describe_error, failure_status
 from peftbench.train import prepare, run
 
@@ -137,42 +145,140 @@ def test_a_reported_file_naming_what_the_experiment_does_not_run_lists_every_mis
 
 
 # --- verdicts ------------------------------------------------------------------------------------------------
+def _with_predictions(result: RunResult, n_examples: int = 2000) -> RunResult:
+    """Per-example predictions whose accuracy is the result's: the first round(acc * n) right, the rest wrong
+    (shifted by the seed, so seeds err on different examples)."""
+    right = round(result.test["test/accuracy"] * n_examples)
+    labels = [i % 2 for i in range(n_examples)]
+    shift = result.seed * 37
+    wrong = {(i + shift) % n_examples for i in range(n_examples - right)}
+    result.predictions = {
+        "test": {"pred": [1 - y if i in wrong else y for i, y in enumerate(labels)], "label": labels}
+    }
+    return result
+
+
+def _row(reported_text: str, results: list[RunResult], method: str = "lora"):
+    return next(r for r in compare(load_reported(reported_text), results, "exp").rows if r.method == method)
+
+
+def _file(
+    tmp_path: Path, reported: float = 80.0, seeds: int = 3, aggregation: str = "mean", extra: str = ""
+) -> Path:
+    return _write(
+        tmp_path,
+        f"paper: p\nmodel: m\naggregation: {aggregation}\nseeds: {seeds}\ntolerance: 1.0\n"
+        f"rows: [{{task: t, method: lora, metric: accuracy, reported: {reported}{extra}}}]\n",
+    )
+
+
 def test_verdicts_use_the_papers_aggregation_and_flag_the_papers_selection_rule(tmp_path: Path) -> None:
     reported = load_reported(_write(tmp_path, REPORTED))
-    lora = [0.79, 0.805, 0.95]  # median 80.5: reproduced (within 1); the mean (85.2) would not be
+    # median 80.5 (the mean, 85.2, would be far off); the spread makes it inconclusive
+    lora = [0.79, 0.805, 0.95]
     results = [_result("lora", s, "t", v, rule="reported_split") for s, v in enumerate(lora, 1)]
-    results += [_result("bitfit", s, "t", v) for s, v in enumerate([0.80, 0.81, 0.82], 1)]  # 81 < 90: below
-    results += [
-        _result("full", s, "t", v) for s, v in enumerate([0.80, 0.80], 1)
-    ]  # 80 > 70: above, 2 of 3 seeds
+    results += [_result("bitfit", s, "t", v) for s, v in enumerate([0.80, 0.81, 0.82], 1)]  # ~81 vs 90
+    results += [_result("full", s, "t", v) for s, v in enumerate([0.80, 0.801], 1)]  # 80 vs 70, 2 of 3 seeds
     results.append(_result("other", 1, "t", 0.1))  # not in the file: ignored
     comparison = compare(reported, results, "exp")
     rows = {row.method: row for row in comparison.rows}
     assert rows["lora"].measured == pytest.approx(80.5)
     assert rows["lora"].mean == pytest.approx(statistics.fmean(v * 100 for v in lora))
     assert rows["lora"].std == pytest.approx(statistics.stdev(v * 100 for v in lora))
-    assert (rows["lora"].n, rows["lora"].verdict) == (3, "reproduced")
+    assert (rows["lora"].n, rows["lora"].verdict) == (3, "inconclusive")
     assert rows["lora"].difference == pytest.approx(0.5)
+    assert rows["lora"].low < 79.0 and rows["lora"].high > 81.0  # wider than the band: neither verdict
     assert "selected on the reported split (paper's rule)" in rows["lora"].flags
-    assert rows["bitfit"].verdict == "below" and rows["bitfit"].difference == pytest.approx(-9.0)
-    assert rows["full"].verdict == "above" and "2 of 3 seeds" in rows["full"].flags
+    assert rows["bitfit"].verdict == "not reproduced" and rows["bitfit"].difference == pytest.approx(-9.0)
+    assert rows["full"].verdict == "inconclusive" and "2 of 3 seeds" in rows["full"].flags
+    assert any("at most inconclusive with 2 of the paper's 3 seeds" in f for f in rows["full"].flags)
     assert rows["adapter_drop"].verdict == "not run (reference)"
     assert rows["ia3"].verdict == "not run (no result)"
     claims = {claim.claim: claim for claim in comparison.claims}
-    assert claims["lora >= bitfit"].verdict == "fails"  # 80.5 < 81
-    assert claims["|lora - full| <= 1.0"].verdict == "holds" and claims[
-        "|lora - full| <= 1.0"
-    ].left_value == pytest.approx(0.5)
-    assert claims["lora - bitfit >= -10"].verdict == "holds"
-    assert claims["lora > 79.5"].verdict == "holds"
+    assert claims["lora >= bitfit"].left_value == pytest.approx(80.5 - 81.0)
+    # a - b, signed, on the common seeds 1 and 2: median(79, 80.5) - median(80, 80.1)
+    assert claims["|lora - full| <= 1.0"].left_value == pytest.approx(79.75 - 80.05)
+    assert claims["|lora - full| <= 1.0"].seeds == [1, 2]
+    assert claims["|lora - full| <= 1.0"].verdict == "inconclusive"
     assert claims["ia3 >= lora"].verdict == "not run"
 
     markdown = to_markdown(comparison)
-    assert "| Table 2 | lora | t | accuracy | 80.0 | 80.5 |" in markdown
-    assert "dev split reported" in markdown and "reproduced [selected on the reported split" in markdown
+    assert "| Table 2 | lora | t | accuracy | 80.0 | ±1.00 | 80.5 | [" in markdown
+    assert "dev split reported" in markdown and "inconclusive [selected on the reported split" in markdown
+    assert "sqrt(tolerance² + paper's ±²)" in markdown and "|measured - reported|" not in markdown
+    assert "seed-only interval" in markdown  # these runs stored no predictions, and the report says so
     assert to_csv(comparison).count("\n") == 1 + len(comparison.rows) + len(comparison.claims)
     paths = write_outputs(comparison, tmp_path / "out")
-    assert json.loads(paths[2].read_text())["rows"][0]["verdict"] == "reproduced"
+    saved = json.loads(paths[2].read_text())["rows"][0]
+    assert saved["verdict"] == "inconclusive" and saved["margin"] == 1.0 and saved["interval_method"]
+
+
+def test_the_margin_combines_the_declared_tolerance_with_the_papers_spread(tmp_path: Path) -> None:
+    assert margin_of(1.0, None) == 1.0
+    assert margin_of(1.0, 0.7) == pytest.approx((1.0 + 0.49) ** 0.5)
+    results = [_result("lora", s, "t", v) for s, v in enumerate([0.80, 0.801, 0.799], 1)]
+    assert _row(_file(tmp_path, extra=", spread: 0.7"), results).margin == pytest.approx(1.2207, abs=1e-4)
+
+
+def test_an_interval_that_straddles_the_band_edge_is_inconclusive(tmp_path: Path) -> None:
+    # Mean 81.0, within 1 point of 80.2 (the old rule: reproduced); its interval crosses 81.2, the band's top.
+    results = [_result("lora", s, "t", v) for s, v in enumerate([0.805, 0.81, 0.815], 1)]
+    row = _row(_file(tmp_path, reported=80.2), results)
+    assert row.verdict == "inconclusive"
+    assert row.low < 81.2 < row.high and row.low > 79.2
+    assert equivalence_verdict(79.5, 81.5, 80.2, 1.0) == "inconclusive"
+    assert equivalence_verdict(79.5, 80.9, 80.2, 1.0) == "reproduced"
+    assert equivalence_verdict(75.0, 79.1, 80.2, 1.0) == "not reproduced"
+
+
+def test_a_tight_interval_outside_the_band_is_not_reproduced(tmp_path: Path) -> None:
+    results = [_with_predictions(_result("lora", s, "t", v)) for s, v in enumerate([0.70, 0.701, 0.699], 1)]
+    row = _row(_file(tmp_path, aggregation="median"), results)
+    assert row.verdict == "not reproduced" and row.high < 79.0
+    assert row.interval_method == "bootstrap over seeds x test examples"  # predictions stored
+
+
+def test_fewer_seeds_than_the_paper_is_at_most_inconclusive(tmp_path: Path) -> None:
+    # Three seeds within 0.1 of the figure: reproduced by the interval, but the paper's statistic is over 5.
+    results = [_result("lora", s, "t", v) for s, v in enumerate([0.800, 0.801, 0.799], 1)]
+    assert _row(_file(tmp_path, seeds=3), results).verdict == "reproduced"
+    row = _row(_file(tmp_path, seeds=5), results)
+    assert row.verdict == "inconclusive" and "3 of 5 seeds" in row.flags
+    assert "at most inconclusive with 3 of the paper's 5 seeds (the interval alone: reproduced)" in row.flags
+
+
+@pytest.mark.parametrize("score", [0.80, 0.50])
+def test_one_seed_never_gets_a_verdict_beyond_inconclusive(tmp_path: Path, score: float) -> None:
+    # The paper ran one seed too, and the test-example bootstrap gives an interval: still no seed spread.
+    for result in ([_result("lora", 1, "t", score)], [_with_predictions(_result("lora", 1, "t", score))]):
+        row = _row(_file(tmp_path, seeds=1, extra=", tolerance: 3.0"), result)
+        assert row.n == 1 and row.verdict == "inconclusive"
+
+
+def _configured(seed: int, lr: float, score: float, ended: str, run_id: str | None = None) -> RunResult:
+    result = _result("lora", seed, "t", score)
+    result.config = {"optimizer": {"lr": lr}, "seed": seed}
+    result.ended_at, result.run_id = ended, run_id or f"lora{seed}lr{lr}"
+    return result
+
+
+def test_compare_keeps_one_configuration_per_arm(tmp_path: Path) -> None:
+    file = _file(tmp_path)  # the mean: any stray seed would show
+    three = [_configured(s, 5e-4, 0.80, f"2026-01-0{s}") for s in (1, 2, 3)]
+    stray = _configured(
+        1, 1e-5, 0.50, "2026-03-01"
+    )  # newer, same seed, another lr: not a fourth seed, not seed 1
+    row = _row(file, [*three, stray])
+    assert (row.n, row.measured) == (3, pytest.approx(80.0)) and row.seeds == [1, 2, 3]
+    assert row.fingerprint == config_fingerprint(three[0]) != config_fingerprint(stray)
+    assert any(f.startswith("1 other configuration of this arm ignored") for f in row.flags)
+    # As many seeds in each: the newest configuration is used; a duplicate file of one run id counts once.
+    two_old = [_configured(s, 5e-4, 0.80, f"2026-01-0{s}") for s in (1, 2)]
+    two_new = [_configured(s, 1e-5, 0.70, f"2026-02-0{s}") for s in (1, 2)]
+    duplicate = _configured(2, 1e-5, 0.70, "2026-02-02")
+    row = _row(file, [*two_old, *two_new, duplicate])
+    assert (row.n, row.measured) == (2, pytest.approx(70.0))
+    assert "1 duplicate run of a seed counted once" in row.flags
 
 
 def test_a_newer_result_of_the_same_seed_replaces_the_older_one(tmp_path: Path) -> None:
@@ -181,6 +287,75 @@ def test_a_newer_result_of_the_same_seed_replaces_the_older_one(tmp_path: Path) 
     old.ended_at, new.ended_at = "2026-01-01", "2026-02-01"
     row = next(r for r in compare(reported, [new, old], "exp").rows if r.method == "lora")
     assert (row.n, row.measured) == (1, pytest.approx(80.0))
+
+
+# The committed cpu_minilm_mr runs (results/cpu_minilm_mr/runs), test accuracy per seed 1, 2, 3.
+MINILM_MR = {"lora": [0.7625, 0.7675, 0.77875], "full": [0.79625, 0.775, 0.78875]}
+CLAIMS = """
+paper: p
+model: m
+aggregation: median
+seeds: 3
+claims:
+  - {claim: "|lora - full| <= 2.0", task: t, metric: accuracy}
+  - {claim: "lora >= 77.0", task: t, metric: accuracy}
+  - {claim: "lora - full >= -10", task: t, metric: accuracy}
+  - {claim: "full >= lora", task: t, metric: accuracy}
+"""
+
+
+def test_a_claim_that_fails_by_a_fraction_of_a_point_within_noise_is_inconclusive(tmp_path: Path) -> None:
+    results = [_result(m, s, "t", v) for m, values in MINILM_MR.items() for s, v in enumerate(values, 1)]
+    claims = {c.claim: c for c in compare(load_reported(_write(tmp_path, CLAIMS)), results, "exp").claims}
+    close = claims["|lora - full| <= 2.0"]  # |76.75 - 78.875| = 2.125: "fails" by 0.13 under the old rule
+    assert close.verdict == "inconclusive" and close.low < -2.0 < close.high
+    assert close.left_value == pytest.approx(-2.125)
+    below = claims["lora >= 77.0"]  # 76.75: "fails" by 0.25 under the old rule
+    assert below.verdict == "inconclusive" and below.low < 77.0 < below.high
+    assert claims["lora - full >= -10"].verdict == "holds" and claims["lora - full >= -10"].low > -10
+    assert claims["full >= lora"].verdict in ("inconclusive", "holds")
+
+
+def test_a_paired_claim_uses_the_common_seeds(tmp_path: Path) -> None:
+    results = [_result(m, s, "t", v) for m, values in MINILM_MR.items() for s, v in enumerate(values, 1)]
+    results.append(_result("full", 4, "t", 0.10))  # no lora partner: left out of the pairing
+    claim = compare(load_reported(_write(tmp_path, CLAIMS)), results, "exp").claims[0]
+    assert claim.left_value == pytest.approx(-2.125)  # the seed-4 outlier would move full's median otherwise
+    assert claim.seeds == [1, 2, 3] and claim.n == {"lora": 3, "full": 4}
+    assert any("paired on common seeds 1 2 3 (full seed 4 left out)" in f for f in claim.flags)
+
+
+def test_a_claim_on_stored_predictions_is_paired_by_seed_and_example(tmp_path: Path) -> None:
+    text = (
+        "paper: p\nmodel: m\nseeds: 3\nclaims: [{claim: 'lora - full >= 5.0', task: t, metric: accuracy}]\n"
+    )
+    results = [_with_predictions(_result("lora", s, "t", v)) for s, v in enumerate([0.85, 0.86, 0.84], 1)]
+    results += [_with_predictions(_result("full", s, "t", v)) for s, v in enumerate([0.60, 0.62, 0.61], 1)]
+    claim = compare(load_reported(_write(tmp_path, text)), results, "exp").claims[0]
+    assert claim.verdict == "holds" and claim.low > 5.0
+    assert claim.interval_method == "paired bootstrap over seeds x test examples"
+    assert claim.left_value == pytest.approx(85.0 - 61.0)
+
+
+@pytest.mark.parametrize(
+    ("interval", "operator", "x", "absolute", "verdict"),
+    [
+        ((5.5, 9.0), ">=", 5.0, False, "holds"),
+        ((4.0, 9.0), ">=", 5.0, False, "inconclusive"),
+        ((1.0, 4.9), ">=", 5.0, False, "fails"),
+        ((1.0, 4.9), "<", 5.0, False, "holds"),
+        ((-1.5, 1.9), "<=", 2.0, True, "holds"),
+        ((-2.9, 1.0), "<=", 2.0, True, "inconclusive"),
+        ((-5.0, -2.1), "<=", 2.0, True, "fails"),
+        ((2.5, 4.0), ">=", 2.0, True, "holds"),
+        ((-1.0, 1.0), ">=", 2.0, True, "fails"),
+        ((None, None), ">=", 2.0, False, "inconclusive"),
+    ],
+)
+def test_claim_verdicts_ask_the_whole_interval(
+    interval: tuple, operator: str, x: float, absolute: bool, verdict: str
+) -> None:
+    assert claim_interval_verdict(*interval, operator, x, absolute) == verdict
 
 
 # --- init_from -------------------------------------------------------------------------------------------------

@@ -1,11 +1,26 @@
-"""Reported vs measured: one row per paper figure, one line per claim, each with a verdict.
+"""Reported vs measured: one row per paper figure, one line per claim, each with a three-valued verdict.
 
-The measured figure is aggregated the way the paper aggregates (LoRA reports the median of 5 seeds),
-shown beside mean ± std and n, so a reader sees both the paper's number and the spread behind ours.
-Verdicts: ``reproduced`` (within tolerance), ``below`` / ``above`` (outside it), ``not run`` (a
-reference row, or no finished result yet); claims ``holds`` / ``fails`` / ``not run``. A row whose
-runs selected checkpoints on the reported split (a paper's own rule) is flagged, and so is a row
-measured on fewer seeds than the paper used or on a stand-in model (dry run).
+**Which runs.** An arm (task, method, model) is measured on one configuration: its runs are grouped by
+``config_fingerprint`` and the configuration with the most seeds is used (ties: the newest), one run per seed
+(the newest; a duplicate file of a run id counts once). Other configurations of the arm are named in a flag,
+never pooled in: two learning rates at one seed are two configurations, not two seeds.
+
+**Rows.** The measured figure is the paper's aggregation of our seeds (LoRA reports the median of 5), with a
+95 % interval on it from ``peftbench.stats.interval`` (a bootstrap over seeds x test examples when every run
+stored its predictions, else a t interval over seeds on the seed mean, which leaves test-set noise out and
+says so). The verdict is an equivalence test against the band reported ± margin, margin = sqrt(tolerance² +
+spread²) (the declared tolerance and the paper's ±): *reproduced* when the interval lies inside the band, *not
+reproduced* when it lies entirely outside it, *inconclusive* otherwise. Fewer seeds than the paper, or one
+seed, make it at most inconclusive. ``not run (reference)``, ``not run (no result)`` and ``measured (no
+reported figure)`` as before.
+
+**Claims** (``a - b >= x``, ``|a - b| <= x``, ``a >= x``, ``a >= b``) get a 95 % interval on their left side
+-- ``stats.paired_difference`` on common seeds (and examples, when stored) for a difference,
+``stats.interval`` for one arm -- and *hold* when the whole interval satisfies the claim, *fail* when none of
+it does, and are *inconclusive* otherwise, under the same seed rule as rows.
+
+A row whose runs selected checkpoints on the reported split (a paper's own rule) is flagged, and so is one
+measured on fewer seeds than the paper or on a stand-in model (dry run).
 """
 
 from __future__ import annotations
@@ -20,32 +35,42 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from peftbench import stats
 from peftbench.reproduction.reported import Claim, Reported, ReportedRow
-from peftbench.results import RunResult
+from peftbench.results import RunResult, config_fingerprint
 
-AGGREGATORS = {
-    "median": statistics.median,
-    "mean": statistics.fmean,
-    "max": max,
-    "single": lambda values: values[0],
-}
+CONFIDENCE = 0.95
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+HOLDS, FAILS = "holds", "fails"
 
 
 @dataclass
 class Measured:
-    values: list[float]  # per seed, in reported units (x scale), seed order
-    seeds: list[int]
-    models: list[str]
-    rules: list[str]  # selection rule of each run
+    """One arm's runs on one configuration, one per seed, in seed order."""
+
+    runs: list[RunResult]
+    values: list[float]  # per seed, in reported units (x scale)
+    metric: str
     aggregation: str
+    fingerprint: str | None = None
+    others: dict[str, int] = field(default_factory=dict)  # fingerprint -> seeds, of configurations left out
+    duplicates: int = 0  # files of a run id already counted (or older runs of a seed it replaced)
 
     @property
     def n(self) -> int:
         return len(self.values)
 
     @property
-    def aggregate(self) -> float | None:
-        return AGGREGATORS[self.aggregation](self.values) if self.values else None
+    def seeds(self) -> list[int]:
+        return [r.seed for r in self.runs]
+
+    @property
+    def models(self) -> list[str]:
+        return sorted({r.model for r in self.runs})
+
+    @property
+    def rules(self) -> list[str]:
+        return sorted({str(r.selection.get("rule", "best_validation")) for r in self.runs})
 
     @property
     def mean(self) -> float | None:
@@ -54,6 +79,11 @@ class Measured:
     @property
     def std(self) -> float | None:
         return statistics.stdev(self.values) if self.n > 1 else (0.0 if self.n else None)
+
+    def scores(self, seeds: set[int] | None = None) -> list[stats.Scores]:
+        """The runs' scores for the stats functions (optionally only some seeds)."""
+        found = [stats.scores_of(r, self.metric) for r in self.runs if seeds is None or r.seed in seeds]
+        return [s for s in found if s is not None]
 
 
 @dataclass
@@ -66,12 +96,18 @@ class RowVerdict:
     metric: str
     reported: float | None
     spread: float | None
-    tolerance: float
-    measured: float | None
+    tolerance: float  # declared before running (reported.yaml)
+    margin: float  # sqrt(tolerance² + spread²): the half-width of the equivalence band
+    measured: float | None  # the paper's aggregation of our seeds, reported units
+    low: float | None  # 95 % interval on `measured`, reported units (None: no interval)
+    high: float | None
+    interval_method: str | None
     mean: float | None
     std: float | None
     n: int
-    difference: float | None
+    seeds: list[int]
+    fingerprint: str | None
+    difference: float | None  # measured - reported
     verdict: str
     flags: list[str] = field(default_factory=list)
     note: str | None = None
@@ -82,10 +118,17 @@ class ClaimVerdict:
     claim: str
     task: str
     metric: str
-    left_value: float | None
-    right_value: float | None
+    left_value: (
+        float | None
+    )  # estimate of the left side (a - b signed, even for |a - b|; or a), reported units
+    right_value: float | None  # the threshold x (0 for `a OP b`)
+    low: float | None  # 95 % interval on the left side (a - b signed), reported units
+    high: float | None
+    interval_method: str | None
     verdict: str
-    n: dict[str, int] = field(default_factory=dict)
+    n: dict[str, int] = field(default_factory=dict)  # seeds per arm behind the interval
+    seeds: list[int] = field(default_factory=list)  # the seeds the interval used (common seeds of a pair)
+    flags: list[str] = field(default_factory=list)
     note: str | None = None
 
 
@@ -97,13 +140,18 @@ class ArmSummary:
     method: str
     metric: str
     aggregate: float | None
+    low: float | None
+    high: float | None
+    interval_method: str | None
     mean: float | None
     std: float | None
     n: int
     seeds: list[int]
+    fingerprint: str | None
     trainable_pct: float | None
     samples_per_s: float | None
     train_time_s: float | None
+    flags: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -118,9 +166,15 @@ class Comparison:
     claims: list[ClaimVerdict]
     dry_run: bool = False
     arms: list[ArmSummary] = field(default_factory=list)
+    confidence: float = CONFIDENCE
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# --- which runs -------------------------------------------------------------------------------------------
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not math.isnan(value)
 
 
 def _measure(
@@ -132,28 +186,55 @@ def _measure(
     scale: float,
     aggregation: str,
 ) -> Measured:
-    chosen: dict[int, RunResult] = {}
+    """The arm's runs on one configuration: the fingerprint with the most seeds (ties: the newest run)."""
+    by_config: dict[str, dict[int, RunResult]] = defaultdict(dict)
+    duplicates: dict[str, int] = defaultdict(int)
     for result in results:
-        if result.status != "ok" or result.variant == "trial":
+        if result.status != "ok" or result.variant == "trial":  # a tuned pick stands for its trials
             continue
         if result.task != task or result.method != method or (model is not None and result.model != model):
             continue
-        if f"test/{metric}" not in result.test:
+        if not _finite(result.test.get(f"test/{metric}")):
             continue
-        # One result per seed: a tuned pick stands for its trials; otherwise the newest.
-        previous = chosen.get(result.seed)
-        if previous is None or (result.ended_at or "") > (previous.ended_at or ""):
-            chosen[result.seed] = result
-    ordered = [chosen[seed] for seed in sorted(chosen)]
-    values = [float(r.test[f"test/{metric}"]) * scale for r in ordered]
-    finite = [(v, r) for v, r in zip(values, ordered, strict=True) if not math.isnan(v)]
+        fingerprint = config_fingerprint(result)
+        seeds = by_config[fingerprint]
+        previous = seeds.get(result.seed)
+        if previous is not None:
+            duplicates[fingerprint] += 1  # the same run id twice, or a re-run of that seed: one counts
+            if (previous.ended_at or "") >= (result.ended_at or ""):
+                continue
+        seeds[result.seed] = result
+    if not by_config:
+        return Measured(runs=[], values=[], metric=metric, aggregation=aggregation)
+
+    def rank(item: tuple[str, dict[int, RunResult]]) -> tuple[int, str]:
+        return len(item[1]), max((r.ended_at or "") for r in item[1].values())
+
+    fingerprint, chosen = max(by_config.items(), key=rank)
+    runs = [chosen[seed] for seed in sorted(chosen)]
     return Measured(
-        values=[v for v, _ in finite],
-        seeds=[r.seed for _, r in finite],
-        models=sorted({r.model for _, r in finite}),
-        rules=sorted({str(r.selection.get("rule", "best_validation")) for _, r in finite}),
+        runs=runs,
+        values=[float(r.test[f"test/{metric}"]) * scale for r in runs],
+        metric=metric,
         aggregation=aggregation,
+        fingerprint=fingerprint,
+        others={fp: len(seeds) for fp, seeds in sorted(by_config.items()) if fp != fingerprint},
+        duplicates=duplicates[fingerprint],
     )
+
+
+def _selection_flags(measured: Measured) -> list[str]:
+    flags = []
+    if measured.others:
+        listed = ", ".join(f"{fp}: {k} seed{'s' if k != 1 else ''}" for fp, k in measured.others.items())
+        flags.append(
+            f"{len(measured.others)} other configuration{'s' if len(measured.others) != 1 else ''} "
+            f"of this arm ignored ({listed})"
+        )
+    if measured.duplicates:
+        plural = "s" if measured.duplicates != 1 else ""
+        flags.append(f"{measured.duplicates} duplicate run{plural} of a seed counted once")
+    return flags
 
 
 def _flags(measured: Measured, reported: Reported, dry_run: bool) -> list[str]:
@@ -164,16 +245,168 @@ def _flags(measured: Measured, reported: Reported, dry_run: bool) -> list[str]:
         flags.append(f"{measured.n} of {reported.seeds} seeds")
     if dry_run:
         flags.append(f"dry run on stand-in {'/'.join(measured.models) or 'models'}: not a measurement")
-    return flags
+    return flags + _selection_flags(measured)
 
 
+# --- verdict rules (pure: numbers in, verdict out) ----------------------------------------------------------
+def margin_of(tolerance: float, spread: float | None) -> float:
+    """Half-width of the equivalence band around a reported figure.
+
+    The declared tolerance (how far a result may sit from the paper's and still be the same result, fixed
+    before running) and the paper's own ± (how far its figure may sit from what its recipe really gives) are
+    separate allowances; they add in quadrature, so the band is never narrower than the tolerance and a large
+    ± widens it without doubling it.
+    """
+    return math.hypot(tolerance, spread or 0.0)
+
+
+def equivalence_verdict(low: float | None, high: float | None, reported: float, margin: float) -> str:
+    """TOST-style: reproduced when [low, high] lies inside [reported - margin, reported + margin], not
+    reproduced when it lies entirely outside, inconclusive when it straddles an edge (or has no interval)."""
+    if low is None or high is None:
+        return INCONCLUSIVE
+    band_low, band_high = reported - margin, reported + margin
+    if band_low <= low and high <= band_high:
+        return REPRODUCED
+    if high < band_low or low > band_high:
+        return NOT_REPRODUCED
+    return INCONCLUSIVE
+
+
+def claim_interval_verdict(
+    low: float | None, high: float | None, operator: str, threshold: float, absolute: bool = False
+) -> str:
+    """holds when every value in [low, high] satisfies ``value OP threshold`` (``|value| OP threshold`` when
+    absolute), fails when none does, inconclusive otherwise (or with no interval)."""
+    if low is None or high is None:
+        return INCONCLUSIVE
+    x = threshold
+    if not absolute:
+        if operator == ">=":
+            holds, fails = low >= x, high < x
+        elif operator == ">":
+            holds, fails = low > x, high <= x
+        elif operator == "<=":
+            holds, fails = high <= x, low > x
+        else:  # "<"
+            holds, fails = high < x, low >= x
+    elif operator in ("<=", "<"):  # |v| within x: the interval inside [-x, x]; fails when it misses it
+        if operator == "<=":
+            holds, fails = -x <= low and high <= x, high < -x or low > x
+        else:
+            holds, fails = -x < low and high < x, high <= -x or low >= x
+    elif operator == ">=":  # |v| at least x: the interval wholly on one side, outside (-x, x)
+        holds, fails = low >= x or high <= -x, -x < low and high < x
+    else:  # ">"
+        holds, fails = low > x or high < -x, -x <= low and high <= x
+    return HOLDS if holds else FAILS if fails else INCONCLUSIVE
+
+
+def seed_cap(n: int, paper_seeds: int | None) -> str | None:
+    """Why a verdict can be at most inconclusive: one seed (no seed spread behind the interval), or fewer
+    seeds than the paper aggregates (our aggregate is not the paper's statistic). None when neither holds."""
+    if n < 2:
+        return "1 seed"
+    if paper_seeds and n < paper_seeds:
+        return f"{n} of the paper's {paper_seeds} seeds"
+    return None
+
+
+def _capped(verdict: str, cap: str | None, flags: list[str]) -> str:
+    if cap is None or verdict == INCONCLUSIVE:
+        return verdict
+    flags.append(f"at most inconclusive with {cap} (the interval alone: {verdict})")
+    return INCONCLUSIVE
+
+
+# --- intervals --------------------------------------------------------------------------------------------
+def _aggregate(values: list[float], aggregation: str) -> float:
+    """The paper's statistic of per-seed figures in seed order (``single``: the lowest seed, as in stats)."""
+    if aggregation == "median":
+        return statistics.median(values)
+    if aggregation == "mean":
+        return statistics.fmean(values)
+    return max(values) if aggregation == "max" else values[0]
+
+
+def _crossed(scores: list[stats.Scores], metric: str) -> bool:
+    """Every run stored predictions of one test set, for a metric stats can recompute from them: the crossed
+    bootstrap over seeds x test examples applies."""
+    if not scores or metric not in stats.METRICS or not all(s.has_predictions for s in scores):
+        return False
+    first = scores[0].label
+    return all(
+        len(s.label) == len(first) and bool((s.label == first).all())  # type: ignore[arg-type]
+        for s in scores
+    )
+
+
+# Seed-only intervals (no per-example predictions) for a centre statistic are t intervals on the seed mean: a
+# percentile bootstrap of a median over k seeds never reaches past the smallest and largest seed, and
+# [min, max] covers the median only 1 - 2^(1-k) of the time (75 % for 3 seeds, 94 % for 5), short of 95 %.
+_CENTRE = ("median", "mean")
+
+
+def _arm_interval(scores: list[stats.Scores], metric: str, aggregation: str) -> stats.Interval:
+    """95 % interval on one arm's aggregate: crossed bootstrap of the paper's statistic when predictions are
+    stored, else (median, mean) the t interval over seeds, else whatever stats offers for max / single."""
+    if _crossed(scores, metric) or aggregation not in _CENTRE:
+        return stats.interval(scores, metric, aggregation, CONFIDENCE)
+    found = stats.interval(scores, metric, "mean", CONFIDENCE)
+    estimate = _aggregate([s.value for s in sorted(scores, key=lambda s: s.seed)], aggregation)
+    method = (
+        found.method
+        if aggregation == "mean"
+        else found.method.replace("t over seeds", "t over seeds on the seed mean", 1)
+    )
+    return stats.Interval(estimate, found.low, found.high, method)
+
+
+def _difference_interval(
+    a: list[stats.Scores], b: list[stats.Scores], metric: str, aggregation: str
+) -> stats.Interval:
+    """95 % interval on aggregate(a) - aggregate(b).
+
+    With predictions: stats.paired_difference, paired by seed and example. Without, for a centre statistic:
+    a paired t interval on the per-seed differences when both arms ran the same seeds (stats itself would
+    give an unpaired Welch interval, or none for a median), Welch's otherwise; the estimate stays the paper's
+    statistic.
+    """
+    if _crossed([*a, *b], metric) or aggregation not in _CENTRE:
+        return stats.paired_difference(a, b, metric, aggregation, CONFIDENCE)[0]
+    a, b = sorted(a, key=lambda s: s.seed), sorted(b, key=lambda s: s.seed)
+    estimate = _aggregate([s.value for s in a], aggregation) - _aggregate([s.value for s in b], aggregation)
+    if [s.seed for s in a] != [s.seed for s in b]:
+        found = stats.paired_difference(a, b, metric, "mean", CONFIDENCE)[0]
+        return stats.Interval(estimate, found.low, found.high, found.method)
+    differences = [stats.Scores(x.seed, x.value - y.value, None, None) for x, y in zip(a, b, strict=True)]
+    found = stats.interval(differences, metric, "mean", CONFIDENCE)
+    method = found.method.replace("t over seeds", "paired t over seeds on per-seed differences", 1)
+    return stats.Interval(estimate, found.low, found.high, method)
+
+
+def _scaled(interval: stats.Interval, scale: float) -> tuple[float, float | None, float | None]:
+    def times(value: float | None) -> float | None:
+        return None if value is None else value * scale
+
+    return interval.estimate * scale, times(interval.low), times(interval.high)
+
+
+# --- rows and claims ---------------------------------------------------------------------------------------
 def _row_verdict(row: ReportedRow, reported: Reported, results: list[RunResult], dry_run: bool) -> RowVerdict:
     model = None if dry_run else reported.model_of(row)
     tolerance = row.tolerance if row.tolerance is not None else reported.tolerance
+    margin = margin_of(tolerance, row.spread)
     measured = _measure(
         results, row.task, row.method, row.metric, model, reported.scale, reported.aggregation
     )
-    value = measured.aggregate if row.run else None
+    value = low = high = method = None
+    flags: list[str] = []
+    if row.run and measured.n:
+        interval = _arm_interval(measured.scores(), row.metric, reported.aggregation)
+        value, low, high = _scaled(interval, reported.scale)
+        method = interval.method
+        flags = _flags(measured, reported, dry_run)
     difference = None if value is None or row.reported is None else value - row.reported
     if not row.run:
         verdict = "not run (reference)"
@@ -181,10 +414,10 @@ def _row_verdict(row: ReportedRow, reported: Reported, results: list[RunResult],
         verdict = "not run (no result)"
     elif row.reported is None:
         verdict = "measured (no reported figure)"
-    elif abs(difference) <= tolerance:
-        verdict = "reproduced"
     else:
-        verdict = "below" if difference < 0 else "above"
+        verdict = _capped(
+            equivalence_verdict(low, high, row.reported, margin), seed_cap(measured.n, reported.seeds), flags
+        )
     return RowVerdict(
         label=row.label or row.method,
         source=row.source,
@@ -195,58 +428,92 @@ def _row_verdict(row: ReportedRow, reported: Reported, results: list[RunResult],
         reported=row.reported,
         spread=row.spread,
         tolerance=tolerance,
+        margin=margin,
         measured=value,
+        low=low,
+        high=high,
+        interval_method=method,
         mean=measured.mean if row.run else None,
         std=measured.std if row.run else None,
         n=measured.n if row.run else 0,
+        seeds=measured.seeds if row.run else [],
+        fingerprint=measured.fingerprint if row.run else None,
         difference=difference,
         verdict=verdict,
-        flags=_flags(measured, reported, dry_run) if row.run and measured.n else [],
+        flags=flags,
         note=row.note,
     )
 
 
-_OPS = {
-    ">=": lambda a, b: a >= b,
-    "<=": lambda a, b: a <= b,
-    ">": lambda a, b: a > b,
-    "<": lambda a, b: a < b,
-}
+def _is_number(token: str | None) -> bool:
+    try:
+        float(token)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _claim_verdict(claim: Claim, reported: Reported, results: list[RunResult], dry_run: bool) -> ClaimVerdict:
     model = None if dry_run else reported.model_of(claim)
-    values: dict[str, float | None] = {}
-    counts: dict[str, int] = {}
-    for name in claim.methods:
-        measured = _measure(
-            results, claim.task, name, claim.metric, model, reported.scale, reported.aggregation
-        )
-        values[name], counts[name] = measured.aggregate, measured.n
-
-    def value_of(token: str | None) -> float | None:
-        if token is None:
-            return 0.0
-        return values.get(token) if token in values else float(token)
-
-    left, minus, right = value_of(claim.left), value_of(claim.minus), value_of(claim.right)
-    if None in (left, minus, right):
-        verdict, left_value = "not run", None
+    arms = {
+        name: _measure(results, claim.task, name, claim.metric, model, reported.scale, reported.aggregation)
+        for name in claim.methods
+    }
+    counts = {name: m.n for name, m in arms.items()}
+    # `a OP b` is `a - b OP 0`; `a - b OP x` and `|a - b| OP x` difference two arms; `a OP x` is one arm.
+    if claim.minus is not None:
+        first, second, threshold = claim.left, claim.minus, claim.right
+    elif _is_number(claim.right):
+        first, second, threshold = claim.left, None, claim.right
     else:
-        left_value = left - minus if claim.minus else left
-        if claim.absolute:
-            left_value = abs(left_value)
-        verdict = "holds" if _OPS[claim.operator](left_value, right) else "fails"
-    return ClaimVerdict(
-        claim=claim.text,
-        task=claim.task,
-        metric=claim.metric,
-        left_value=left_value,
-        right_value=right,
-        verdict=verdict,
-        n=counts,
-        note=claim.note,
+        first, second, threshold = claim.left, claim.right, "0"
+    verdict_kwargs: dict[str, Any] = dict(
+        claim=claim.text, task=claim.task, metric=claim.metric, note=claim.note
     )
+    if not _is_number(threshold):  # `a - b OP c`: a three-arm contrast, which no interval here covers
+        return ClaimVerdict(
+            left_value=None, right_value=None, low=None, high=None, interval_method=None,
+            verdict="not judged (a - b OP c compares three arms)", n=counts, **verdict_kwargs,
+        )  # fmt: skip
+    x = float(threshold)
+    if any(m.n == 0 for m in arms.values()):
+        return ClaimVerdict(
+            left_value=None, right_value=x, low=None, high=None, interval_method=None, verdict="not run",
+            n=counts, **verdict_kwargs,
+        )  # fmt: skip
+    flags = [f"{name}: {flag}" for name, m in arms.items() for flag in _selection_flags(m)]
+    if second is None:
+        used, n_used = arms[first].seeds, arms[first].n
+        interval = _arm_interval(arms[first].scores(), claim.metric, reported.aggregation)
+    else:
+        a, b = arms[first], arms[second]
+        common = set(a.seeds) & set(b.seeds)
+        if common:  # pair on the common seeds; a seed one arm lacks has no partner
+            left_out = [
+                f"{name} seed {s}"
+                for name, m in ((first, a), (second, b))
+                for s in m.seeds
+                if s not in common
+            ]
+            if left_out:
+                seeds_text = " ".join(map(str, sorted(common)))
+                flags.append(f"paired on common seeds {seeds_text} ({', '.join(left_out)} left out)")
+            used, n_used = sorted(common), len(common)
+            a_scores, b_scores = a.scores(common), b.scores(common)
+        else:
+            used, n_used = sorted(set(a.seeds) | set(b.seeds)), min(a.n, b.n)
+            a_scores, b_scores = a.scores(), b.scores()
+            flags.append("no common seeds: unpaired")
+        interval = _difference_interval(a_scores, b_scores, claim.metric, reported.aggregation)
+    estimate, low, high = _scaled(interval, reported.scale)
+    verdict = claim_interval_verdict(low, high, claim.operator, x, claim.absolute)
+    verdict = _capped(verdict, seed_cap(n_used, reported.seeds), flags)
+    if dry_run:
+        flags.append("dry run on stand-in models: not a measurement")
+    return ClaimVerdict(
+        left_value=estimate, right_value=x, low=low, high=high, interval_method=interval.method,
+        verdict=verdict, n=counts, seeds=used, flags=flags, **verdict_kwargs,
+    )  # fmt: skip
 
 
 def _mean_of(results: list[RunResult], key: str) -> float | None:
@@ -267,24 +534,29 @@ def _arm_summaries(reported: Reported, results: list[RunResult], dry_run: bool) 
     for (task, method), metric in sorted(wanted.items()):
         model = None if dry_run else reported.model
         measured = _measure(results, task, method, metric, model, reported.scale, reported.aggregation)
-        runs = [
-            r
-            for r in results
-            if r.status == "ok" and r.task == task and r.method == method and r.seed in measured.seeds
-        ]
+        aggregate = low = high = interval_method = None
+        if measured.n:
+            interval = _arm_interval(measured.scores(), metric, reported.aggregation)
+            aggregate, low, high = _scaled(interval, reported.scale)
+            interval_method = interval.method
         summaries.append(
             ArmSummary(
                 task=task,
                 method=method,
                 metric=metric,
-                aggregate=measured.aggregate,
+                aggregate=aggregate,
+                low=low,
+                high=high,
+                interval_method=interval_method,
                 mean=measured.mean,
                 std=measured.std,
                 n=measured.n,
                 seeds=measured.seeds,
-                trainable_pct=_mean_of(runs, "trainable_ratio_pct"),
-                samples_per_s=_mean_of(runs, "train_samples_per_s"),
-                train_time_s=_mean_of(runs, "train_time_s"),
+                fingerprint=measured.fingerprint,
+                trainable_pct=_mean_of(measured.runs, "trainable_ratio_pct"),
+                samples_per_s=_mean_of(measured.runs, "train_samples_per_s"),
+                train_time_s=_mean_of(measured.runs, "train_time_s"),
+                flags=_selection_flags(measured),
             )
         )
     return summaries
@@ -316,17 +588,23 @@ def _pm(mean: float | None, std: float | None) -> str:
     return "–" if mean is None else f"{mean:.1f} ± {std:.1f}"
 
 
+def _interval(low: float | None, high: float | None, digits: int = 1) -> str:
+    return "–" if low is None or high is None else f"[{low:.{digits}f}, {high:.{digits}f}]"
+
+
 ROW_COLUMNS = (
     "source",
     "row",
     "task",
     "metric",
     "reported",
+    "margin",
     "measured",
+    "95% interval",
+    "interval method",
     "mean ± std",
     "n",
     "diff",
-    "tol",
     "verdict",
 )
 
@@ -339,13 +617,65 @@ def row_cells(row: RowVerdict) -> list[str]:
         row.task,
         row.metric,
         reported,
+        f"±{row.margin:.2f}" if row.reported is not None else "–",
         _num(row.measured),
+        _interval(row.low, row.high),
+        row.interval_method or "–",
         _pm(row.mean, row.std),
         str(row.n),
         "–" if row.difference is None else f"{row.difference:+.1f}",
-        _num(row.tolerance),
         row.verdict + "".join(f" [{flag}]" for flag in row.flags),
     ]
+
+
+def _methods_sentence(comparison: Comparison) -> str:
+    """Which intervals the report holds, and what a seed-only one leaves out."""
+    methods = sorted(
+        {
+            item.interval_method
+            for item in (*comparison.rows, *comparison.claims, *comparison.arms)
+            if item.interval_method
+        }
+    )
+    if not methods:
+        return ""
+    text = "Intervals in this report: " + "; ".join(f"*{m}*" for m in methods) + "."
+    if any("predictions" in m for m in methods):
+        text += (
+            " Runs without per-example predictions (result schema < 3) get seed-only intervals: a t interval "
+            "on the seed mean (a bootstrap of a median over 3 seeds spans at most their range, which covers "
+            "the median only 75 % of the time), which leaves out the finite test set's noise, so it speaks "
+            "for this test split rather than the task."
+        )
+    return text
+
+
+def _rule_paragraph(comparison: Comparison, aggregation: str) -> str:
+    pct = f"{comparison.confidence:.0%}"
+    parts = [
+        f"**Verdicts.** Each arm is measured on one configuration (the fingerprint with the most seeds). "
+        f"Measured = the paper's aggregation ({aggregation}) of its runs, in the paper's units "
+        f"(x{comparison.scale:g}), with a {pct} interval: a bootstrap over seeds x test examples when the "
+        "runs stored predictions, else a t interval over seeds.",
+    ]
+    if comparison.rows:
+        parts.append(
+            "A row is *reproduced* when the whole interval lies inside reported ± margin, margin = "
+            "sqrt(tolerance² + paper's ±²) with the tolerance declared in reported.yaml before running; *not "
+            "reproduced* when the interval lies entirely outside that band; *inconclusive* when it "
+            "straddles an edge."
+        )
+    if comparison.claims:
+        parts.append(
+            f"A claim (written before running) gets a {pct} interval on its left side (a - b paired by seed, "
+            "and by example when stored; or a alone): it *holds* when the whole interval satisfies it, "
+            "*fails* when none of it does, and is *inconclusive* otherwise; for |a - b| <= x the interval on "
+            "a - b must lie inside [-x, x]."
+        )
+    parts.append(
+        "With one seed, or fewer seeds than the paper aggregates, a verdict is at most inconclusive."
+    )
+    return " ".join(parts)
 
 
 def to_markdown(comparison: Comparison) -> str:
@@ -356,19 +686,10 @@ def to_markdown(comparison: Comparison) -> str:
             "",
         ]
     aggregation = comparison.aggregation + (f" of {comparison.seeds} seeds" if comparison.seeds else "")
-    if comparison.rows:
-        lines += [
-            f"Measured = the paper's aggregation ({aggregation}) of our runs, in the paper's units "
-            f"(x{comparison.scale:g}); mean ± std (sample std) and n beside it. Verdict: |measured - reported| "
-            "<= tol is *reproduced*, else *below* / *above*.",
-            "",
-        ]
-    if comparison.claims:
-        lines += [
-            f"Claims compare the {aggregation} of each arm's runs (x{comparison.scale:g}); written down before "
-            "running, each holds or fails.",
-            "",
-        ]
+    lines += [_rule_paragraph(comparison, aggregation), ""]
+    methods = _methods_sentence(comparison)
+    if methods:
+        lines += [methods, ""]
     if comparison.conventions:
         lines += ["**Conventions**", "", *(f"- {c}" for c in comparison.conventions), ""]
     if comparison.rows:
@@ -380,14 +701,19 @@ def to_markdown(comparison: Comparison) -> str:
             lines += ["**Row notes**", "", *notes, ""]
     if comparison.claims:
         lines += [
-            "| claim | task | metric | left side | right side | n | verdict |",
-            "|---|---|---|---|---|---|---|",
+            "| claim | task | metric | left side (estimate) | 95% interval | threshold | seeds "
+            "| interval method | verdict |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for claim in comparison.claims:
             counts = ", ".join(f"{k}={v}" for k, v in claim.n.items())
             lines.append(
                 f"| `{claim.claim}` | {claim.task} | {claim.metric} | {_num(claim.left_value, 2)} | "
-                f"{_num(claim.right_value, 2)} | {counts} | {claim.verdict} |"
+                f"{_interval(claim.low, claim.high, 2)} | {_num(claim.right_value, 2)} | {counts} | "
+                f"{claim.interval_method or '–'} | "
+                + claim.verdict
+                + "".join(f" [{flag}]" for flag in claim.flags)
+                + " |"
             )
         lines.append("")
         notes = [f"- `{c.claim}`: {c.note}" for c in comparison.claims if c.note]
@@ -397,15 +723,19 @@ def to_markdown(comparison: Comparison) -> str:
     if measured_arms:
         aggregation = comparison.aggregation
         lines += [
-            f"**Measured** ({aggregation} and mean ± std over seeds, x{comparison.scale:g}; efficiency: means)",
+            f"**Measured** ({aggregation} with its {comparison.confidence:.0%} interval, and mean ± std over "
+            f"seeds, x{comparison.scale:g}; efficiency: means; config: the runs' configuration fingerprint)",
             "",
-            f"| task | method | metric | {aggregation} | mean ± std | n | seeds | trainable % | samples/s | train s |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            f"| task | method | metric | {aggregation} | 95% interval | mean ± std | n | seeds | config | "
+            "trainable % | samples/s | train s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for arm in measured_arms:
+            config = (arm.fingerprint or "–") + "".join(f" [{flag}]" for flag in arm.flags)
             lines.append(
-                f"| {arm.task} | {arm.method} | {arm.metric} | {_num(arm.aggregate, 2)} | {_pm(arm.mean, arm.std)} | "
-                f"{arm.n} | {' '.join(map(str, arm.seeds))} | {_num(arm.trainable_pct, 3)} | "
+                f"| {arm.task} | {arm.method} | {arm.metric} | {_num(arm.aggregate, 2)} | "
+                f"{_interval(arm.low, arm.high, 2)} | {_pm(arm.mean, arm.std)} | {arm.n} | "
+                f"{' '.join(map(str, arm.seeds))} | {config} | {_num(arm.trainable_pct, 3)} | "
                 f"{_num(arm.samples_per_s)} | {_num(arm.train_time_s, 0)} |"
             )
         lines.append("")
@@ -420,22 +750,29 @@ def to_markdown(comparison: Comparison) -> str:
     return "\n".join(lines) + "\n"
 
 
+CSV_COLUMNS = (
+    "kind", "source", "label", "task", "model", "method", "metric", "reported", "spread", "tolerance",
+    "margin", "measured", "ci_low", "ci_high", "interval_method", "mean", "std", "n", "seeds", "fingerprint",
+    "difference", "verdict", "flags",
+)  # fmt: skip
+
+
 def to_csv(comparison: Comparison) -> str:
+    """One line per row and per claim (a claim's ``reported``: its threshold; ``measured``: its left side)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(
-        ["kind", "source", "label", "task", "model", "method", "metric", "reported", "spread", "tolerance",
-         "measured", "mean", "std", "n", "difference", "verdict", "flags"]
-    )  # fmt: skip
+    writer.writerow(CSV_COLUMNS)
     for r in comparison.rows:
         writer.writerow(
             ["row", r.source, r.label, r.task, r.model, r.method, r.metric, r.reported, r.spread, r.tolerance,
-             r.measured, r.mean, r.std, r.n, r.difference, r.verdict, "; ".join(r.flags)]
+             r.margin, r.measured, r.low, r.high, r.interval_method, r.mean, r.std, r.n,
+             " ".join(map(str, r.seeds)), r.fingerprint, r.difference, r.verdict, "; ".join(r.flags)]
         )  # fmt: skip
     for c in comparison.claims:
         writer.writerow(
-            ["claim", None, c.claim, c.task, None, None, c.metric, c.right_value, None, None, c.left_value,
-             None, None, sum(c.n.values()), None, c.verdict, None]
+            ["claim", None, c.claim, c.task, None, " ".join(c.n), c.metric, c.right_value, None, None, None,
+             c.left_value, c.low, c.high, c.interval_method, None, None, len(c.seeds),
+             " ".join(map(str, c.seeds)), None, None, c.verdict, "; ".join(c.flags)]
         )  # fmt: skip
     return buffer.getvalue()
 

@@ -4,7 +4,8 @@ One file per reproduction experiment, beside its config in ``experiments/<paper>
 kinds of expectation:
 
 - **rows** -- a reported figure for one (task, model, method, metric), with the paper's table, the
-  paper's spread (its ``±``), and a tolerance; ``run: false`` keeps a paper row as reference only
+  paper's spread (its ``±``), and a tolerance declared before running (the verdict's equivalence margin is
+  sqrt(tolerance² + spread²), see reproduction.compare); ``run: false`` keeps a paper row as reference only
   (e.g. a baseline this project does not implement);
 - **claims** -- statements about measured values, for studies with no paper figure to match:
   ``lora >= bitfit``, ``|lora - full| <= 1.0``, ``lora >= 78`` (values in the file's reported
@@ -76,7 +77,7 @@ class Reported:
     aggregation: str = "median"  # how the paper aggregates seeds (the verdict compares this figure)
     seeds: int | None = None  # seeds the paper aggregates over
     scale: float = 100.0  # reported = measured x scale (papers print percentages)
-    tolerance: float = 1.0  # |measured - reported| within this (reported units): reproduced
+    tolerance: float = 1.0  # declared part of the equivalence margin (reported units); see compare.margin_of
     conventions: list[str] = field(default_factory=list)  # what a reader must know (validation-as-test, ...)
     rows: list[ReportedRow] = field(default_factory=list)
     claims: list[Claim] = field(default_factory=list)
