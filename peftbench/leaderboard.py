@@ -252,7 +252,14 @@ class Row:
 
     @property
     def seed_only(self) -> bool:
+        """The interval covers one source of noise only (marked †): the seeds (no predictions stored) or,
+        with one seed, the test examples."""
         return self.interval is not None and not self.interval.method.startswith("bootstrap over seeds x")
+
+    @property
+    def examples_only(self) -> bool:
+        """One seed with predictions: the interval covers the test set's noise, not the seed's."""
+        return self.interval is not None and self.interval.method == "bootstrap over test examples"
 
     def memory(self) -> dict[str, Any]:
         """Peak memory and its increment over the post-load baseline, from one source only (else "mixed")."""
@@ -845,10 +852,15 @@ def section_footnotes(rows: Sequence[Row], alpha: float = ALPHA) -> list[str]:
     for method, count in sorted(intervals.items()):
         mark = "† " if not method.startswith("bootstrap over seeds x") else ""
         lines.append(f"{mark}95 % interval: {method} ({count}/{len(rows)} rows).")
-    if any(r.seed_only for r in rows):
+    if any(r.seed_only and not r.examples_only for r in rows):
         lines.append(
             "† Seed-only intervals leave out the test set's own sampling noise (per-example predictions not "
             "stored), so they are too narrow; bootstrap over seeds x test examples needs results of schema 3."
+        )
+    if any(r.examples_only for r in rows):
+        lines.append(
+            "† One seed: the interval covers the test set's sampling noise only, not the seed's "
+            "(initialisation, dropout, data order), so it is too narrow; run more seeds."
         )
     differences = Counter(r.difference.method for r in rows if r.difference)
     reference = next((r for r in rows if r.group in ("best", "reference")), None)
@@ -1005,7 +1017,7 @@ def write_outputs(
         notes = [*section_footnotes(members, alpha), *((board.notes.get(key, [])) if board else [])]
         report.append(f"## {task} · {model} · {budget}\n\n{format_table(display_rows(members, median))}\n")
         report.append("\n".join(f"- {line}" for line in notes) + "\n")
-        fallback = [r.label for r in members if r.seed_only]
+        fallback = [r.label for r in members if r.seed_only and not r.examples_only]
         if fallback:
             report.append(
                 f"Seed-only intervals (no per-example predictions): {len(fallback)}/{len(members)} rows"

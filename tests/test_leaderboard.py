@@ -327,3 +327,16 @@ def test_end_of_sweep_table_still_works() -> None:
     assert table.splitlines()[0].startswith("| task ") and "lora" in table and "full" in table
     assert lb.failed_lines(runs) == [f"failed: synthetic/tiny-bert/lora seed 3 ({failed.run_id}): boom"]
     assert lb.format_table([]) == "(no successful runs)"
+
+
+def test_one_seed_with_predictions_says_its_interval_leaves_out_the_seed(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    results = tmp_path / "results"
+    for method in ("lora", "full"):
+        write_result(_result(method=method, seed=1, correct=(rng.random(N_TEST) < 0.8).astype(int)), results)
+    out = tmp_path / "board"
+    assert lb.main([str(results), "--out", str(out), "--no-plots"]) == 0
+    markdown, report = (out / "leaderboard.md").read_text(), (out / "report.md").read_text()
+    assert "95 % interval: bootstrap over test examples (2/2 rows)" in markdown
+    assert "One seed: the interval covers the test set's sampling noise only" in markdown
+    assert "Seed-only intervals" not in markdown and "Seed-only intervals" not in report
