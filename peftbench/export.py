@@ -47,7 +47,7 @@ class RebuiltRun:
 
 def rebuild(result: RunResult | str | Path, weights: str | Path | None = None) -> RebuiltRun:
     """Load the base model a run used, apply its method and load its trained weights."""
-    from peftbench.train import build_method, model_context  # train imports heavy loop code
+    from peftbench.methods.build import build_method, model_context
 
     if not isinstance(result, RunResult):
         result = read_result(result)
