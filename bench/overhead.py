@@ -3,7 +3,7 @@
 Three arms train the same model copy, method and pre-collated batches for the same number of steps:
 
 - ``plain``: a hand-written loop (forward, backward, clip, AdamW, scheduler) — the floor.
-- ``peftbench``: the real LightningModule and Trainer from ``peftbench.train.prepare``, with the
+- ``peftbench``: the real LightningModule and Trainer from ``peftbench.assemble.assemble``, with the
   efficiency monitor, learning-rate monitor and CSV logger of a default run (no checkpointing or
   validation, which a hand loop would not do either).
 - ``peftbench-noeff``: the same without the EfficiencyMonitor, to price the eff/ metrics alone.
@@ -33,10 +33,10 @@ from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
 import peftbench.config  # noqa: F401  (registers resolvers)
+from peftbench.assemble import assemble, instantiate_group
 from peftbench.metrics.efficiency import EfficiencyMonitor
 from peftbench.models.module import PeftBenchModule
 from peftbench.resources import config_dir
-from peftbench.train import prepare
 
 SIZES = {  # model.config overrides for tiny-bert
     "tiny": [],
@@ -128,11 +128,11 @@ def lightning_arm(
         regularizers=template.hooks[1:],
         task_type=template.task_type,
     )
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c and c.get("_target_")]
+    callbacks = instantiate_group(cfg.callbacks)
     if not keep_eff:
         callbacks = [c for c in callbacks if not isinstance(c, EfficiencyMonitor)]
     clock = StepClock(skip)
-    loggers = [instantiate(v) for v in cfg.logger.values()]
+    loggers = instantiate_group(cfg.logger)
     trainer = instantiate(cfg.trainer, callbacks=[*callbacks, clock], logger=loggers, max_steps=len(batches))
     loader = DataLoader(batches, batch_size=None, shuffle=False)  # already collated: identical batches
     trainer.fit(module, train_dataloaders=loader)
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose_cfg(args, tmp)
-        prepared = prepare(cfg)
+        prepared = assemble(cfg)
         loader = prepared.datamodule.train_dataloader()
         batches: list[dict] = []
         while len(batches) < args.steps + args.skip:

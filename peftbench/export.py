@@ -28,11 +28,8 @@ from transformers import PreTrainedTokenizerBase
 
 from peftbench.errors import ConfigError
 from peftbench.methods.base import Method
-from peftbench.models.backbone import ModelConfig, load_hf_config, load_model, load_tokenizer
-from peftbench.results import RunResult, read_result
-from peftbench.tasks.config import TaskConfig
-
-WEIGHTS_FILE = "trainable.safetensors"
+from peftbench.models.backbone import load_tokenizer
+from peftbench.results import WEIGHTS_FILE, RunResult, read_result
 
 
 @dataclass
@@ -46,8 +43,10 @@ class RebuiltRun:
 
 
 def rebuild(result: RunResult | str | Path, weights: str | Path | None = None) -> RebuiltRun:
-    """Load the base model a run used, apply its method and load its trained weights."""
-    from peftbench.methods.build import build_method, model_context
+    """The model a finished run trained, built by the same code that built it for training
+    (peftbench/assemble.py: base weights, causal-LM head for generation tasks, method transform), with its
+    trained weights loaded back."""
+    from peftbench import assemble  # the assembly path imports the whole loop: load it only when exporting
 
     if not isinstance(result, RunResult):
         result = read_result(result)
@@ -60,17 +59,13 @@ def rebuild(result: RunResult | str | Path, weights: str | Path | None = None) -
         raise FileNotFoundError(
             f"{weights}: the run's trained weights are missing (was its output folder moved?)"
         )
-    cfg = OmegaConf.create(result.config)
-    task = TaskConfig.from_cfg(cfg.task)
-    model_cfg = ModelConfig.from_cfg(cfg.model)
-    method = build_method(cfg.method)
-    hf_config = load_hf_config(model_cfg, task.num_labels)
-    tokenizer = load_tokenizer(model_cfg)
-    model, _ = load_model(model_cfg, hf_config, tokenizer.pad_token_id)
-    model = method.apply(model, model_context(model_cfg, task, hf_config))
-    method.load_trainable_state_dict(model, load_file(str(weights)))
+    run = assemble.parts(OmegaConf.create(result.config))
+    spec = assemble.model_spec(run)
+    tokenizer = load_tokenizer(run.model_cfg)
+    model = assemble.load_transformed(run, spec, tokenizer)
+    run.method.load_trainable_state_dict(model, load_file(str(weights)))
     model.eval()
-    return RebuiltRun(result, method, model, tokenizer)
+    return RebuiltRun(result, run.method, model, tokenizer)
 
 
 def export(

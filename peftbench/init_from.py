@@ -34,12 +34,18 @@ from torch import nn
 
 from peftbench.errors import ConfigError
 from peftbench.methods.base import Method
-from peftbench.results import ResultSchemaError, RunResult, find_ok_result, load_results, read_result
+from peftbench.results import (
+    WEIGHTS_FILE,
+    ResultSchemaError,
+    RunResult,
+    find_ok_result,
+    load_results,
+    read_result,
+)
 
 log = logging.getLogger("peftbench")
 RUN_ID = re.compile(r"^[0-9a-f]{12}$")
 SELECT_KEYS = ("task", "model", "method", "seed", "study")
-WEIGHTS_FILE = "trainable.safetensors"
 
 
 @dataclass

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -51,6 +51,8 @@ RUN_ID_NEUTRAL_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("init_from",): None,
     ("reproduction",): None,
 }
+# Each run's trained weights, beside its outputs (peftbench-export and init_from= load them).
+WEIGHTS_FILE = "trainable.safetensors"
 # ok; failed (exception); diverged (non-finite loss); oom (out of memory); killed (the OS ended the job's process).
 STATUSES = ("ok", "failed", "diverged", "oom", "killed")
 # default: the configured hyperparameters; trial: one point of a hyperparameter search (never reported);
@@ -126,6 +128,15 @@ class RunResult:
         # A tuned copy shares its trial's run id (same config); the suffix keeps both files.
         suffix = "" if self.variant == "default" else f"__{self.variant}"
         return f"{self.task}__{self.model}__{self.method}__seed{self.seed}__{self.run_id}{suffix}.json"
+
+
+@runtime_checkable
+class Reporter(Protocol):
+    """A run component that writes its own section of the result (efficiency, budget, curve, reference,
+    selection): ``train.run`` asks every callback that has ``report`` and knows none of them by name, so a
+    new measurement touches its own file and its YAML entry, not the training loop."""
+
+    def report(self, result: RunResult) -> None: ...
 
 
 def _jsonable(value: Any) -> Any:

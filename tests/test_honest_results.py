@@ -118,10 +118,22 @@ def test_the_curve_has_one_entry_per_validation_and_names_the_chosen_step(make_c
     assert values[[e["step"] for e in result.curve].index(best)] == max(values)
 
 
-def test_best_step_keeps_the_first_of_equal_bests() -> None:
-    curve = [{"step": 5, "m": 0.5}, {"step": 10, "m": 0.7}, {"step": 15, "m": 0.7}, {"step": 20, "m": None}]
-    assert curve_module.best_step(curve, "m", "max") == 10
-    assert curve_module.best_step(curve, "m", "min") == 5
+def test_equal_validation_scores_keep_the_first_checkpoint(make_cfg, monkeypatch) -> None:
+    # A validation that only equals the best is no improvement: the checkpoint (and best_step) stay put.
+    from peftbench.models.module import PeftBenchModule
+
+    monkeypatch.setattr(PeftBenchModule, "on_validation_epoch_end", _constant_validation)
+    result = run(make_cfg("task.max_steps=12", "task.val_every_n_steps=4"))
+    assert [entry["val/accuracy"] for entry in result.curve] == [0.5, 0.5, 0.5]
+    assert result.selection["best_step"] == 4 and result.selection["best_checkpoint"].endswith(
+        "best-step4.ckpt"
+    )
+    assert result.val_best == {"val/accuracy": 0.5}
+
+
+def _constant_validation(self) -> None:
+    self.log("val/accuracy", 0.5)
+    self.val_metrics.reset()
 
 
 # --- costs that compare -------------------------------------------------------------------------------------

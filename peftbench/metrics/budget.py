@@ -116,3 +116,7 @@ class BudgetCounter(L.Callback):
             "non_embedding_params": self._params,
             "extra_tokens_per_sample": self._extra_per_sample,
         }
+
+    def report(self, result: Any) -> None:
+        """The ``budget`` section of the result (results.Reporter)."""
+        result.budget.update(self.figures)

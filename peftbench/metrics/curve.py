@@ -75,14 +75,6 @@ class LearningCurve(L.Callback):
         self.curve.append(entry)
         self._reset_interval()
 
-
-def best_step(curve: list[dict[str, Any]], monitor: str, mode: str) -> int | None:
-    """The step whose validation the checkpoint callback kept: the first strict best, as ModelCheckpoint keeps."""
-    best: tuple[float, int] | None = None
-    for entry in curve:
-        value = entry.get(monitor)
-        if value is None or value != value:  # missing or NaN never improves
-            continue
-        if best is None or (value > best[0] if mode == "max" else value < best[0]):
-            best = (value, int(entry["step"]))
-    return None if best is None else best[1]
+    def report(self, result: Any) -> None:
+        """The ``curve`` section of the result (results.Reporter)."""
+        result.curve = list(self.curve)

@@ -119,3 +119,7 @@ class EfficiencyMonitor(L.Callback):
         numeric = {f"eff/{k}": float(v) for k, v in self.figures.items() if isinstance(v, int | float)}
         for logger in trainer.loggers:
             logger.log_metrics(numeric, step=trainer.global_step)
+
+    def report(self, result: Any) -> None:
+        """The ``efficiency`` section of the result (results.Reporter)."""
+        result.efficiency.update(self.figures)

@@ -189,3 +189,7 @@ class ForgettingMonitor(L.Callback):
         self.figures = figures
         for logger in trainer.loggers:
             logger.log_metrics(figures, step=trainer.global_step)
+
+    def report(self, result: Any) -> None:
+        """The ``reference`` section of the result (results.Reporter): the ref/ figures."""
+        result.reference = dict(self.figures)

@@ -1,0 +1,231 @@
+"""Where a run is built: the one assembly path that training, export, init_from, the benches and the tests use.
+
+Two steps, so that everything checkable is checked before anything heavy happens:
+
+1. ``parts(cfg)``: the typed task and model configs, the method and the regularizers; ``check_trainable``
+   adds the checks training needs (trainer, budget, selection rule). A bad value stops here with one line.
+2. ``assemble(cfg, parts)``: seed, the architecture config and the method's dry-run checks, metrics,
+   tokenizer and data (all before any weights load), then the weights with the method applied
+   (``load_transformed``), ``init_from`` weights, the LightningModule, callbacks, loggers and the trainer.
+
+``peftbench-export`` rebuilds a finished run's model with ``model_spec`` + ``load_transformed``, the same code
+that built it for training, so what is exported is what was trained (generation runs included).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from peftbench import init_from, sweeps
+from peftbench.errors import ConfigError
+from peftbench.methods import Method, ModelContext, TrainingHooks
+from peftbench.methods.build import build_method, build_regularizers, model_context
+from peftbench.metrics import memory
+from peftbench.models.backbone import ModelConfig, load_hf_config, load_model, load_tokenizer
+from peftbench.models.module import PeftBenchModule
+from peftbench.tasks.config import TaskConfig
+from peftbench.tasks.datamodule import TaskDataModule
+from peftbench.tasks.generation import GenerationEvaluator, GenerationSpec
+from peftbench.tasks.metrics import build_metrics
+
+log = logging.getLogger("peftbench")
+
+
+# --- 1. parts: typed configs and config-only checks ------------------------------------------------------
+@dataclass
+class RunParts:
+    """What a config names, built and validated; nothing loaded yet."""
+
+    task: TaskConfig
+    model_cfg: ModelConfig
+    method: Method
+    regularizers: list[TrainingHooks]
+
+
+def parts(cfg: DictConfig, method: Method | None = None) -> RunParts:
+    """The task, model, method and regularizers of ``cfg``, typed and validated (nothing loads).
+
+    ``method`` replaces the configured one (tests hand in an instance they inspect).
+    """
+    task = TaskConfig.from_cfg(cfg.task)
+    model_cfg = ModelConfig.from_cfg(cfg.model)
+    return RunParts(task, model_cfg, method or build_method(cfg.method), build_regularizers(cfg))
+
+
+def check_trainable(cfg: DictConfig, run: RunParts) -> None:
+    """What training needs beyond the parts: a trainer this machine runs, one step budget, a fair selection."""
+    sweeps.check_trainer(cfg)
+    check_budget(cfg, run.task)
+    check_selection(cfg, run.task)
+
+
+def check_budget(cfg: DictConfig, task: TaskConfig) -> None:
+    """One step budget: ``task.max_steps``, shared by every method. The trainer reads it by interpolation; a
+    trainer value set apart from it would train another budget than the result and the leaderboard report."""
+    trainer_steps = OmegaConf.select(cfg, "trainer.max_steps", default=None)
+    if task.epochs is None and trainer_steps is not None and trainer_steps != task.max_steps:
+        raise ConfigError(
+            f"trainer.max_steps={trainer_steps}: the step budget is task.max_steps ({task.max_steps}), which "
+            f"the trainer follows; set task.max_steps={trainer_steps} instead"
+        )
+
+
+def check_selection(cfg: DictConfig, task: TaskConfig) -> None:
+    """Selecting on the reported split is a paper's rule, allowed only where a reproduction asks for it."""
+    if task.selection == "reported_split" and not cfg.get("reproduction"):
+        raise ConfigError(
+            "task.selection=reported_split: only paper reproductions (experiments/<paper>/ configs with a "
+            "`reproduction:` block) may select on the reported split; allowed here: carved_validation"
+        )
+
+
+# --- 2. the model: architecture checks, then weights with the method applied ----------------------------
+@dataclass
+class ModelSpec:
+    """The architecture and what methods see of it, checked before any weights load."""
+
+    hf_config: Any
+    context: ModelContext
+
+
+def model_spec(run: RunParts) -> ModelSpec:
+    """The transformers config, the methods' context, and the checks that need only them (dry runs)."""
+    hf_config = load_hf_config(run.model_cfg, run.task.num_labels)
+    context = model_context(run.model_cfg, run.task, hf_config)
+    run.method.validate(context)
+    if run.task.max_length > run.model_cfg.max_positions:
+        raise ConfigError(
+            f"task.max_length={run.task.max_length}: model {run.model_cfg.name} allows at most "
+            f"{run.model_cfg.max_positions}"
+        )
+    return ModelSpec(hf_config, context)
+
+
+def load_transformed(run: RunParts, spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> nn.Module:
+    """The pretrained weights (with a causal-LM head for generation tasks) and the method applied to them."""
+    generative = run.task.type == "generation"
+    model, new_weights = load_model(
+        run.model_cfg, spec.hf_config, tokenizer.pad_token_id, generative=generative
+    )
+    stray = sorted({n.rsplit(".", 1)[0] for n in new_weights} - set(spec.context.head_modules))
+    if stray:  # freshly initialised weights outside the head would stay random under most methods
+        log.warning("weights initialised from scratch outside model.head_modules: %s", stray)
+    return run.method.apply(model, spec.context)
+
+
+# --- 3. the whole run -------------------------------------------------------------------------------------
+@dataclass
+class PreparedRun:
+    """Everything built for one run before training starts (training, tests and benchmarks use it)."""
+
+    task: TaskConfig
+    model_cfg: ModelConfig
+    method: Method
+    module: PeftBenchModule
+    datamodule: TaskDataModule
+    trainer: L.Trainer
+    load_figures: dict[str, float]  # peak memory while loading (before the method's own training state)
+    init_record: dict[str, Any] | None = None  # what init_from loaded, when set
+    epoch_budget: dict[str, int] | None = None  # task.epochs turned into steps, when set
+
+
+def assemble(
+    cfg: DictConfig,
+    run: RunParts | None = None,
+    init_source: init_from.InitSource | None = None,
+    method: Method | None = None,
+) -> PreparedRun:
+    """Seed, check the architecture, load data and tokenizer, then the model with the method applied, and build
+    the module, callbacks, loggers and trainer. ``run`` (from ``parts``) avoids building the parts twice."""
+    if run is None:
+        run = parts(cfg, method)
+        check_trainable(cfg, run)
+    task = run.task
+    memory.reset_peak()
+    L.seed_everything(int(cfg.seed), workers=True)
+
+    # Cheap first: architecture, metrics, tokenizer and data come before any weights load.
+    spec = model_spec(run)
+    metrics = build_metrics(task.metrics, task.num_labels)  # an unloadable `evaluate` metric stops here
+    tokenizer = load_tokenizer(run.model_cfg)
+    datamodule = TaskDataModule(task, tokenizer, seed=int(cfg.seed))
+    datamodule.setup()
+    epoch_budget = None
+    if task.epochs is not None:
+        epoch_budget = derive_epoch_budget(cfg, task, datamodule.split_sizes()["train"])
+
+    model = load_transformed(run, spec, tokenizer)
+    load_figures = memory.peak_mb()
+    init_record = (
+        init_from.load_into(model, init_source, spec.context.head_modules, run.method)
+        if init_source
+        else None
+    )
+    module = build_module(cfg, run, model, metrics, tokenizer)
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    if not loggers:  # Lightning refuses a learning-rate monitor with nothing to log to (logger=none)
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return PreparedRun(
+        task, run.model_cfg, run.method, module, datamodule, trainer, load_figures, init_record, epoch_budget
+    )
+
+
+def build_module(
+    cfg: DictConfig, run: RunParts, model: nn.Module, metrics: Any, tokenizer: PreTrainedTokenizerBase
+) -> PeftBenchModule:
+    """The one LightningModule: the model, its hooks, the optimizer factory and schedule, the task's metrics."""
+    optimizer_cfg = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    weight_decay = float(optimizer_cfg.pop("weight_decay", 0.0))
+    generator = None
+    if run.task.type == "generation":  # greedy decoding of the prompts in eval steps
+        generator = GenerationEvaluator(tokenizer, GenerationSpec.from_dict(run.task.generation))
+    return PeftBenchModule(
+        model=model,
+        method=run.method,
+        metrics=metrics,
+        optimizer_factory=instantiate(optimizer_cfg, _partial_=True),
+        weight_decay=weight_decay,
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
+        regularizers=run.regularizers,
+        task_type=run.task.type,
+        test_postfixes=run.task.test_postfixes,
+        generator=generator,
+    )
+
+
+def instantiate_group(node: DictConfig | None) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a group like ``callbacks`` or ``logger`` (None entries skip)."""
+    if not node:
+        return []
+    return [instantiate(value) for value in node.values() if value and value.get("_target_")]
+
+
+def derive_epoch_budget(cfg: DictConfig, task: TaskConfig, train_rows: int) -> dict[str, int]:
+    """``task.epochs``: the step budget that covers that many epochs, validating once per epoch.
+
+    Papers state budgets in epochs; the loop counts optimizer steps (every method the same budget), so
+    the epochs become steps once the train split's size is known. Written back into the config, so the
+    trainer, the scheduler and the result all see the derived numbers.
+    """
+    accumulate = int(OmegaConf.select(cfg, "trainer.accumulate_grad_batches", default=1) or 1)
+    devices = OmegaConf.select(cfg, "trainer.devices", default=1)
+    world = int(devices) if isinstance(devices, int) and devices > 0 else 1
+    batches_per_epoch = math.ceil(train_rows / (task.batch_size * world))
+    steps_per_epoch = math.ceil(batches_per_epoch / accumulate)
+    task.max_steps = int(task.epochs) * steps_per_epoch
+    task.val_every_n_steps = batches_per_epoch  # Lightning counts batches: the end of every epoch
+    cfg.task.max_steps = task.max_steps
+    cfg.task.val_every_n_steps = task.val_every_n_steps  # the trainer's keys interpolate these two
+    return {"epochs": int(task.epochs), "steps_per_epoch": steps_per_epoch, "max_steps": task.max_steps}
