@@ -33,9 +33,8 @@ def wandb_offline() -> bool:
 
 def sweep_name() -> str:
     """The multirun's folder name (one group per sweep), or `single` for a single run."""
-    if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
-        return Path(HydraConfig.get().sweep.dir).name
-    return "single"
+    folder = sweep_dir()
+    return Path(folder).name if folder else "single"
 
 
 for _name, _function in (("peftbench.wandb_offline", wandb_offline), ("peftbench.sweep_name", sweep_name)):
@@ -62,6 +61,13 @@ def check_trainer(cfg: DictConfig) -> None:
 
 def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
+
+
+def sweep_dir() -> str | None:
+    """The multirun's folder, absolute; None for a single run."""
+    if not (HydraConfig.initialized() and is_multirun()):
+        return None
+    return str(Path(HydraConfig.get().sweep.dir).resolve())
 
 
 def job_provenance() -> dict[str, Any]:

@@ -15,7 +15,6 @@ from typing import Any
 
 import hydra
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import save_file
@@ -97,7 +96,7 @@ def _new_result(cfg: DictConfig, run_id: str, started_at: str) -> RunResult:
         config=OmegaConf.to_container(cfg, resolve=True),
         started_at=started_at,
         output_dir=str(Path(cfg.paths.output_dir).resolve()),
-        sweep_dir=str(Path(HydraConfig.get().sweep.dir).resolve()) if sweeps.is_multirun() else None,
+        sweep_dir=sweeps.sweep_dir(),
         precision=str(cfg.trainer.get("precision")),
     )
     result.variant, result.search = sweeps.search_context()  # `trial` under a search sweeper

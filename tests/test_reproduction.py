@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config
+from conftest import compose_config, run_result
 
 from peftbench import init_from
 from peftbench.errors import ConfigError
@@ -44,17 +44,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 def _result(method: str, seed: int, task: str, score: float, rule: str = "best_validation") -> RunResult:
-    return RunResult(
-        run_id=f"{method}{seed}{task}",
-        task=task,
-        model="m",
-        method=method,
-        seed=seed,
-        study="s",
-        test={"test/accuracy": score},
-        selection={"rule": rule},
-        ended_at=f"2026-01-0{seed}",
-    )
+    return run_result(method, seed, score, task=task, model="m", selection={"rule": rule})
 
 
 REPORTED = """

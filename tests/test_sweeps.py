@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config
+from conftest import compose_config, run_result
 
 from peftbench.errors import ConfigError
 from peftbench.leaderboard import aggregate
 from peftbench.leaderboard import main as leaderboard_main
-from peftbench.results import RunResult, load_results, read_result, write_result
+from peftbench.results import load_results, read_result, write_result
 from peftbench.sweeps import select_tuned
 from peftbench.train import run
 
@@ -43,31 +43,15 @@ def _train(args: list[str], tmp_path: Path, env: dict | None = None) -> subproce
     return done
 
 
-def _result(method: str, seed: int, score: float | None, task: str = "synthetic", **extra) -> RunResult:
-    return RunResult(
-        run_id=f"{method}{seed}{task}",
-        task=task,
-        model="tiny-bert",
-        method=method,
-        seed=seed,
-        test={"test/accuracy": score} if score is not None else {},
-        val_best={"val/accuracy": extra.pop("val", 0.5)},
-        selection={"monitor": "val/accuracy", "mode": "max"},
-        efficiency={"trainable_params": 100, "trainable_ratio_pct": 1.0 if method != "full" else 100.0,
-                    "peak_mem_mb": 500.0 + seed, "train_samples_per_s": 10.0 * (seed + 1), "train_time_s": 3.0},
-        budget={"max_steps": 40, "batch_size": 16, "steps": 40, "train_flops_est": 1e9},
-        config={"task": {"headline": "accuracy", "monitor": "val/accuracy"}},
-        **extra,
-    )  # fmt: skip
-
-
 def test_leaderboard_tables_plots_and_report(tmp_path: Path, capsys) -> None:
     results = tmp_path / "results"
     for seed, (full, lora) in enumerate([(0.80, 0.70), (0.90, 0.74)], start=1):
-        write_result(_result("full", seed, full), results)
-        write_result(_result("lora", seed, lora), results)
-    write_result(_result("lora", 3, None, status="diverged", error="RunDiverged: non-finite loss"), results)
-    write_result(_result("lora", 1, 0.99, task="other"), results)  # another task: never averaged in
+        write_result(run_result("full", seed, full), results)
+        write_result(run_result("lora", seed, lora), results)
+    write_result(
+        run_result("lora", 3, None, status="diverged", error="RunDiverged: non-finite loss"), results
+    )
+    write_result(run_result("lora", 1, 0.99, task="other"), results)  # another task: never averaged in
     (results / "corrupt.json").write_text("{not json")
     (results / "foreign.json").write_text(json.dumps({"hello": 1}))
     (results / "future.json").write_text(json.dumps({"schema_version": 99}))
@@ -104,9 +88,9 @@ def test_leaderboard_tables_plots_and_report(tmp_path: Path, capsys) -> None:
 def test_tuned_is_chosen_by_validation_never_by_test() -> None:
     search = {"sweeper": "optuna", "n_trials": 3, "sweep_dir": "/s"}
     trials = [
-        _result("lora", 1, 0.95, val=0.60, variant="trial", search=search),  # best test, worse validation
-        _result("lora", 1, 0.70, val=0.80, variant="trial", search=search),
-        _result("lora", 1, None, status="failed", variant="trial", search=search),
+        run_result("lora", 1, 0.95, val=0.60, variant="trial", search=search),  # best test, worse validation
+        run_result("lora", 1, 0.70, val=0.80, variant="trial", search=search),
+        run_result("lora", 1, None, status="failed", variant="trial", search=search),
     ]
     trials[1].run_id = "chosen"
     (tuned,) = select_tuned(trials)
@@ -148,7 +132,7 @@ def test_resume_skips_a_finished_point_and_reruns_on_request(make_cfg, monkeypat
     def no_training(*args, **kwargs):
         raise AssertionError("a finished sweep point was trained again")
 
-    monkeypatch.setattr("peftbench.train._train_and_test", no_training)
+    monkeypatch.setattr("peftbench.assemble.assemble", no_training)
     again = run(cfg)
     assert again.run_id == first.run_id and again.status == "ok" and path.stat().st_mtime_ns == stamp
     with pytest.raises(AssertionError, match="trained again"):  # sweep.resume=false re-runs it
@@ -259,7 +243,7 @@ def test_wandb_logger_runs_offline_without_a_key(make_cfg, monkeypatch) -> None:
 
 
 @pytest.mark.slow
-def test_ddp_over_two_cpu_processes_writes_one_result(tmp_path: Path) -> None:
+def test_ddp_over_two_cpu_processes_writes_onerun_result(tmp_path: Path) -> None:
     args = [
         "trainer=ddp",
         "trainer.accelerator=cpu",
