@@ -27,8 +27,6 @@ import time
 
 import lightning as L
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
@@ -36,7 +34,7 @@ import peftbench.config  # noqa: F401  (registers resolvers)
 from peftbench.assemble import assemble, instantiate_group
 from peftbench.metrics.efficiency import EfficiencyMonitor
 from peftbench.models.module import PeftBenchModule
-from peftbench.resources import config_dir
+from peftbench.resources import compose
 
 SIZES = {  # model.config overrides for tiny-bert
     "tiny": [],
@@ -69,11 +67,7 @@ def compose_cfg(args: argparse.Namespace, output_dir: str) -> object:
         f"paths.results_dir={output_dir}/results",
         *SIZES[args.size],
     ]
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    GlobalHydra.instance().clear()
-    return cfg
+    return compose(overrides)
 
 
 class StepClock(L.Callback):
@@ -127,6 +121,7 @@ def lightning_arm(
         scheduler=template.scheduler_cfg,
         regularizers=template.hooks[1:],
         task_type=template.task_type,
+        predictor=template.predictor,
     )
     callbacks = instantiate_group(cfg.callbacks)
     if not keep_eff:

@@ -35,7 +35,6 @@ from peftbench.models.backbone import ModelConfig, load_hf_config, load_model, l
 from peftbench.models.module import PeftBenchModule
 from peftbench.tasks.config import TaskConfig
 from peftbench.tasks.datamodule import TaskDataModule
-from peftbench.tasks.generation import GenerationEvaluator, GenerationSpec
 from peftbench.tasks.metrics import build_metrics
 
 log = logging.getLogger("peftbench")
@@ -100,7 +99,7 @@ class ModelSpec:
 
 def model_spec(run: RunParts) -> ModelSpec:
     """The transformers config, the methods' context, and the checks that need only them (dry runs)."""
-    hf_config = load_hf_config(run.model_cfg, run.task.num_labels)
+    hf_config = load_hf_config(run.model_cfg, run.task.num_labels, run.task.kind.problem_type)
     context = model_context(run.model_cfg, run.task, hf_config)
     run.method.validate(context)
     if run.task.max_length > run.model_cfg.max_positions:
@@ -188,9 +187,6 @@ def build_module(
     """The one LightningModule: the model, its hooks, the optimizer factory and schedule, the task's metrics."""
     optimizer_cfg = OmegaConf.to_container(cfg.optimizer, resolve=True)
     weight_decay = float(optimizer_cfg.pop("weight_decay", 0.0))
-    generator = None
-    if run.task.type == "generation":  # greedy decoding of the prompts in eval steps
-        generator = GenerationEvaluator(tokenizer, GenerationSpec.from_dict(run.task.generation))
     return PeftBenchModule(
         model=model,
         method=run.method,
@@ -201,7 +197,7 @@ def build_module(
         regularizers=run.regularizers,
         task_type=run.task.type,
         test_postfixes=run.task.test_postfixes,
-        generator=generator,
+        predictor=run.task.kind.predictor(run.task, tokenizer),  # class ids, values, or decoded answers
     )
 
 

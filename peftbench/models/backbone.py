@@ -122,15 +122,21 @@ def resolve_source(name_or_path: str, import_package: bool = True) -> str:
     return str(Path(next(iter(spec.submodule_search_locations))))
 
 
-def load_hf_config(model_cfg: ModelConfig, num_labels: int) -> PretrainedConfig:
-    """The architecture config alone (no weights): cheap, so validation can use layer counts early."""
+def load_hf_config(
+    model_cfg: ModelConfig, num_labels: int, problem_type: str | None = None
+) -> PretrainedConfig:
+    """The architecture config alone (no weights): cheap, so validation can use layer counts early.
+
+    ``problem_type`` is the task kind's (``task.kind.problem_type``: regression for one real output). Callers
+    that pass none get transformers' own reading of a head with one output: regression.
+    """
     if model_cfg.config is not None:
         config = instantiate(model_cfg.config)
     else:
         config = AutoConfig.from_pretrained(weights_source(model_cfg), revision=model_cfg.revision)
     config.num_labels = num_labels
-    if num_labels == 1:
-        config.problem_type = "regression"
+    if problem_type is not None or num_labels == 1:
+        config.problem_type = problem_type or "regression"
     return config
 
 
@@ -151,10 +157,19 @@ def load_tokenizer(model_cfg: ModelConfig) -> PreTrainedTokenizerBase:
 
 
 def load_model(
-    model_cfg: ModelConfig, config: PretrainedConfig, pad_token_id: int | None, generative: bool = False
+    model_cfg: ModelConfig,
+    config: PretrainedConfig,
+    pad_token_id: int | None,
+    generative: bool = False,
+    auto_class: type | None = None,
 ) -> tuple[PreTrainedModel, list[str]]:
-    """The classification (or, for generation tasks, causal-LM) model, and the freshly initialised weights."""
-    auto_class = AutoModelForCausalLM if generative else AutoModelForSequenceClassification
+    """The model with its task head, and the freshly initialised weights.
+
+    ``auto_class`` is the task kind's (``task.kind.auto_model_class``), which builds the head. Without it,
+    ``generative`` picks the causal-LM model (generation tasks) over sequence classification.
+    """
+    if auto_class is None:
+        auto_class = AutoModelForCausalLM if generative else AutoModelForSequenceClassification
     kwargs: dict[str, Any] = {"dtype": DTYPES[model_cfg.dtype]}
     if model_cfg.attn_implementation:
         kwargs["attn_implementation"] = model_cfg.attn_implementation

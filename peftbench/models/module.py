@@ -19,6 +19,7 @@ from transformers import get_scheduler
 from peftbench.methods.base import Method, TrainingHooks
 from peftbench.tasks.datamodule import EXAMPLE_INDEX_KEY
 from peftbench.tasks.generation import GENERATE_KEY
+from peftbench.tasks.kinds import Predictor, task_kind
 
 # Batch entries that are not model inputs: prompts to decode (generation tasks) and rows' split positions.
 NON_INPUT_KEYS = (GENERATE_KEY, EXAMPLE_INDEX_KEY)
@@ -39,7 +40,11 @@ class PeftBenchModule(L.LightningModule):
         task_type: str = "classification",
         test_postfixes: Sequence[str] = ("",),
         generator: Any = None,
+        predictor: Predictor | None = None,
     ) -> None:
+        """``predictor`` (``task.kind.predictor(task, tokenizer)``) reads an eval batch's predictions and gold
+        values. Without it: ``generator`` (a generation task's GenerationEvaluator), else the logits reading of
+        ``task_type``'s kind."""
         super().__init__()
         self.model = model
         self.method = method
@@ -48,8 +53,11 @@ class PeftBenchModule(L.LightningModule):
         self.weight_decay = weight_decay
         self.scheduler_cfg = scheduler
         self.task_type = task_type
-        # Generation tasks: a GenerationEvaluator (tasks/generation.py) decodes prompts in eval steps.
-        self.generator = generator
+        if predictor is None:
+            predictor = generator if generator is not None else task_kind(task_type).predictor(None, None)
+        # The one thing evaluation asks of the task kind: argmax class ids, scalar scores, or (generation tasks)
+        # answers decoded from the prompts by a GenerationEvaluator (tasks/generation.py).
+        self.predictor = predictor
         self.val_metrics = metrics.clone(prefix="val/")
         # One collection per reported split: test/<metric> and e.g. test/<metric>_mismatched (MNLI).
         self.test_postfixes = list(test_postfixes)
@@ -78,9 +86,6 @@ class PeftBenchModule(L.LightningModule):
                 loss = loss + extra
         return loss
 
-    def _predictions(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits.squeeze(-1).float() if self.task_type == "regression" else logits.argmax(dim=-1)
-
     def _eval_step(
         self,
         batch: dict[str, torch.Tensor],
@@ -89,11 +94,7 @@ class PeftBenchModule(L.LightningModule):
         collect: dict[str, list] | None = None,
     ) -> None:
         output = self(batch)
-        if self.generator is not None:  # generation: greedy answers from the prompts, scored as strings
-            prompts = batch[GENERATE_KEY]
-            predicted, gold = self.generator.predict(self.model, prompts), prompts["answers"]
-        else:
-            predicted, gold = self._predictions(output.logits), batch["labels"]
+        predicted, gold = self.predictor(self.model, batch, output)
         metrics.update(predicted, gold)
         if collect is not None and EXAMPLE_INDEX_KEY in batch:
             collect["index"].extend(batch[EXAMPLE_INDEX_KEY].tolist())

@@ -11,11 +11,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from omegaconf import DictConfig
 
 from peftbench.errors import ConfigError
+
+if TYPE_CHECKING:
+    from peftbench.tasks.kinds import TaskKind
 
 SOURCE_KINDS = ("hub", "csv", "json", "parquet", "synthetic")
 # File suffix -> datasets builder, for the `task.path=FILE` shorthand.
@@ -37,7 +40,7 @@ class TaskConfig:
     headline: str  # metric reported in tables, e.g. accuracy
     label_names: list[str] = field(default_factory=list)  # class names by index (empty for regression)
     num_labels: int | None = None  # None: len(label_names) for classification, 1 for regression
-    type: Literal["classification", "regression", "generation"] = "classification"
+    type: str = "classification"  # a task kind: classification | regression | generation (tasks/kinds/)
     path: str | None = None  # a local csv/tsv/json/jsonl/parquet file; when set it replaces `source`
     text_column: str = "text"
     text_pair_column: str | None = None
@@ -58,8 +61,10 @@ class TaskConfig:
     # carved_validation: select on the validation split (never the reported one). reported_split: select on
     # the reported test split, as some papers do (LoRA's Table 2 on GLUE dev); paper reproductions only.
     selection: Literal["carved_validation", "reported_split"] = "carved_validation"
-    monitor_mode: Literal["max", "min"] = "max"
-    peft_task_type: str = "SEQ_CLS"
+    # max or min: follows the monitored metric's higher_is_better (val/loss: min). None derives it; an explicit
+    # value must agree (older configs spell it out).
+    monitor_mode: Literal["max", "min"] | None = None
+    peft_task_type: str = "SEQ_CLS"  # must be the kind's (SEQ_CLS; CAUSAL_LM for generation)
     fixture: dict[str, Any] | None = None  # tiny local stand-in: {source: ..., split_ratios: ...}
     use_fixture: bool = False  # run on the fixture instead of the source (tests, offline smoke runs)
     # type=generation: prompt, decoding, answer (tasks/generation.py)
@@ -70,10 +75,10 @@ class TaskConfig:
             self._swap_in_fixture()
         if self.path is not None:
             self._source_from_path()
-        kind = self.source.get("kind")
-        if kind not in SOURCE_KINDS:
-            raise ConfigError(f"task.source.kind={kind!r}: allowed {', '.join(SOURCE_KINDS)}")
-        self._check_labels()
+        source_kind = self.source.get("kind")
+        if source_kind not in SOURCE_KINDS:
+            raise ConfigError(f"task.source.kind={source_kind!r}: allowed {', '.join(SOURCE_KINDS)}")
+        self.kind.check(self)  # labels (sets num_labels), peft task type, the type's own blocks
         for key in ("max_length", "batch_size", "eval_batch_size", "max_steps", "val_every_n_steps"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"task.{key}={getattr(self, key)}: must be >= 1")
@@ -89,7 +94,7 @@ class TaskConfig:
                 f"task.truncation={self.truncation}: sentence-pair tasks allow only head "
                 "(the tokenizer trims the longer input)"
             )
-        from peftbench.tasks.metrics import normalise_metrics
+        from peftbench.tasks.metrics import monitor_mode, normalise_metrics
 
         self.metrics = normalise_metrics(self.metrics, self.type, self.num_labels)
         if not self.monitor.startswith("val/"):
@@ -99,19 +104,14 @@ class TaskConfig:
             raise ConfigError(f"task.monitor={self.monitor}: allowed val/<one of {sorted(known)}>")
         if self.headline not in self.metrics:
             raise ConfigError(f"task.headline={self.headline}: allowed one of {sorted(self.metrics)}")
-        # --- generation tasks (decoders; docs/decoders.md) ---
-        if self.type == "generation":
-            from peftbench.tasks.generation import GenerationSpec
-
-            GenerationSpec.from_dict(self.generation)
-            if self.peft_task_type != "CAUSAL_LM":
-                raise ConfigError(
-                    f"task.peft_task_type={self.peft_task_type}: generation tasks train a causal LM (CAUSAL_LM)"
-                )
-        elif self.generation is not None:
+        derived = monitor_mode(self.monitor, self.metrics)
+        if self.monitor_mode not in (None, derived):
+            direction = "lower" if derived == "min" else "higher"
             raise ConfigError(
-                f"task.generation: set, but task.type={self.type} (only generation tasks use it)"
+                f"task.monitor_mode={self.monitor_mode}: {self.monitor} is {direction}-is-better, so allowed "
+                f"{derived} (or leave it out: it follows the metric)"
             )
+        self.monitor_mode = derived
 
     # --- checks and normalisation ------------------------------------------------------------------
     def _swap_in_fixture(self) -> None:
@@ -135,34 +135,6 @@ class TaskConfig:
             source["delimiter"] = "\t"
         self.source = source
 
-    def _check_labels(self) -> None:
-        if self.type == "generation":  # the label column holds answer text; one "output" for the schema
-            self.num_labels = 1
-            return
-        if self.type == "regression":
-            if self.num_labels not in (None, 1):
-                raise ConfigError(f"task.num_labels={self.num_labels}: a regression task has 1 output")
-            self.num_labels = 1
-            return
-        if not self.label_names:
-            raise ConfigError("task.label_names=[]: a classification task needs its class names")
-        if self.num_labels is None:
-            self.num_labels = len(self.label_names)
-        if self.num_labels < 2 or len(self.label_names) != self.num_labels:
-            raise ConfigError(
-                f"task.label_names={self.label_names}: needs {self.num_labels} names (task.num_labels), at least 2"
-            )
-        if self.label_map is not None:
-            bad = {
-                k: v
-                for k, v in self.label_map.items()
-                if not (isinstance(v, int) and 0 <= v < self.num_labels)
-            }
-            if bad:
-                raise ConfigError(
-                    f"task.label_map={self.label_map}: values must be class indices 0..{self.num_labels - 1}"
-                )
-
     def _check_splits(self) -> None:
         for role in self.splits:
             if role not in ("train", "validation", "test") and not EXTRA_TEST_SPLIT.match(role):
@@ -181,6 +153,13 @@ class TaskConfig:
                 )
 
     # --- derived ------------------------------------------------------------------------------
+    @property
+    def kind(self) -> TaskKind:
+        """What varies with ``type``: label casting, tokenisation, the model head, predictions (tasks/kinds/)."""
+        from peftbench.tasks.kinds import task_kind  # the kinds import datasets and transformers: load lazily
+
+        return task_kind(self.type)
+
     @property
     def extra_test_splits(self) -> list[str]:
         """Further reported splits besides ``test`` (e.g. ``test_mismatched``), in config order."""

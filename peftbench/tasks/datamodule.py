@@ -19,7 +19,7 @@ import lightning as L
 import torch
 from datasets import Dataset, DatasetDict
 from torch.utils.data import DataLoader
-from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from peftbench.tasks.config import TaskConfig
@@ -79,38 +79,15 @@ class TaskDataModule(L.LightningDataModule):
             seed  # the run's seed: the training data order (its own generator, see the module docstring)
         )
         self.datasets: DatasetDict | None = None
-        # Dynamic padding: each batch pads to its own longest sequence, not to max_length.
-        self.collator = DataCollatorWithPadding(tokenizer)
-        self.train_collator = self.collator  # generation tasks train without the eval-only prompt inputs
+        # Each batch pads to its own longest sequence, not to max_length. The kind may train with another collator
+        # than it evaluates with (generation: evaluation batches also carry the prompts to decode).
+        self.train_collator, self.collator = task.kind.collators(tokenizer)
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets is not None:  # Lightning calls setup for fit and again for test
             return
         splits = prepare_splits(self.task, load_source(self.task))
-        if self.task.type == "generation":  # prompt -> answer on decoders: its own tokenisation and collator
-            from peftbench.tasks.generation import GenerationCollator, GenerationSpec, tokenize_splits
-
-            spec = GenerationSpec.from_dict(self.task.generation)
-            self.datasets = _index_eval_splits(
-                tokenize_splits(splits, self.tokenizer, spec, self.task.max_length)
-            )
-            self.collator = GenerationCollator(self.tokenizer, with_prompts=True)
-            self.train_collator = GenerationCollator(self.tokenizer, with_prompts=False)
-            return
-        tokenized = splits.map(
-            tokenize_batch,
-            batched=True,
-            fn_kwargs={
-                "tokenizer": self.tokenizer,
-                "max_length": self.task.max_length,
-                "truncation": self.task.truncation,
-                "head_fraction": self.task.head_fraction,
-                "pair": bool(self.task.text_pair_column),
-            },
-            remove_columns=[c for c in splits["train"].column_names if c != "label"],
-            desc=f"tokenizing {self.task.name}",
-        ).rename_column("label", "labels")
-        self.datasets = _index_eval_splits(tokenized)
+        self.datasets = _index_eval_splits(self.task.kind.tokenize(self.task, splits, self.tokenizer))
 
     def split_sizes(self) -> dict[str, int]:
         assert self.datasets is not None, "call setup() first"

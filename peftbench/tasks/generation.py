@@ -197,6 +197,11 @@ class GenerationEvaluator:
         self.spec = spec
         self.use_generate: bool | None = None  # decided on the first batch
 
+    def __call__(self, model: nn.Module, batch: dict[str, Any], output: Any) -> tuple[list[str], list[str]]:
+        """An evaluation batch's decoded answers and gold answers (the task kind's predictor protocol)."""
+        prompts = batch[GENERATE_KEY]
+        return self.predict(model, prompts), prompts["answers"]
+
     @torch.no_grad()
     def predict(self, model: nn.Module, inputs: dict[str, Any]) -> list[str]:
         input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]

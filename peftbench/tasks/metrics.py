@@ -5,16 +5,22 @@ DDP) and need no download. A task may name an ``evaluate`` metric instead (``{ev
 config_name: cola, key: matthews_correlation}``): it is used when ``evaluate.load`` succeeds; when
 it cannot load (offline, as on the development machine) the run stops with one line. It never
 falls back to a torchmetrics look-alike on its own: a benchmark must not silently change its metric.
+
+Every metric has a direction (``higher_is_better``), as lm-evaluation-harness's metrics do: the built-ins
+declare it (torchmetrics' own class attribute where the class sets one), a ``_target_`` class gives its
+attribute, and a spec may state ``higher_is_better`` (an ``evaluate`` metric's default: true). The
+checkpoint rule ``task.monitor_mode`` follows from the monitored metric's direction, so no task restates it.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from torchmetrics import Metric, MetricCollection
 from torchmetrics import classification as C
 from torchmetrics import regression as R
@@ -23,21 +29,66 @@ from torchmetrics.utilities import dim_zero_cat
 from peftbench.errors import ConfigError
 
 Factory = Callable[[int], Metric]
-# name -> (task type it applies to, factory(num_labels)). Classification metrics score predicted class
-# ids (argmax), so the binary ones use class 1 as the positive class, as GLUE does for MRPC/QQP F1.
-BUILTIN: dict[str, tuple[str, Factory]] = {
-    "accuracy": ("classification", lambda n: C.MulticlassAccuracy(num_classes=n, average="micro")),
-    "f1": ("classification", lambda n: C.BinaryF1Score()),
-    "precision": ("classification", lambda n: C.BinaryPrecision()),
-    "recall": ("classification", lambda n: C.BinaryRecall()),
-    "f1_macro": ("classification", lambda n: C.MulticlassF1Score(num_classes=n, average="macro")),
-    "precision_macro": ("classification", lambda n: C.MulticlassPrecision(num_classes=n, average="macro")),
-    "recall_macro": ("classification", lambda n: C.MulticlassRecall(num_classes=n, average="macro")),
-    "mcc": ("classification", lambda n: C.MulticlassMatthewsCorrCoef(num_classes=n)),
-    "pearson": ("regression", lambda n: R.PearsonCorrCoef()),
-    "spearman": ("regression", lambda n: R.SpearmanCorrCoef()),
-    "mse": ("regression", lambda n: R.MeanSquaredError()),
-    "exact_match": ("generation", lambda n: _exact_match()),
+NUM_LABELS = object()  # in a built-in's arguments: replaced by the task's class count
+DIRECTION_KEY = "higher_is_better"  # a spec's declared direction (not passed on to the metric)
+
+
+@dataclass(frozen=True)
+class BuiltinMetric:
+    """A metric by name: the task type it scores, how it is built, and which way is better."""
+
+    task_type: str
+    build: Factory  # num_labels -> a fresh metric
+    higher_is_better: bool
+
+
+def _torchmetric(
+    task_type: str, cls: type[Metric], higher_is_better: bool | None = None, **arguments: Any
+) -> BuiltinMetric:
+    """A torchmetrics class as a built-in. Its direction is the class's own ``higher_is_better``; a class that
+    leaves it None (PearsonCorrCoef) needs one stated here, and a stated one may not contradict the class."""
+    declared = cls.higher_is_better
+    if declared is not None and higher_is_better not in (None, declared):
+        raise ValueError(
+            f"{cls.__name__}.higher_is_better is {declared}; the built-in says {higher_is_better}"
+        )
+    direction = declared if declared is not None else higher_is_better
+    if direction is None:
+        raise ValueError(f"{cls.__name__} declares no higher_is_better: state it for the built-in")
+
+    def build(num_labels: int) -> Metric:
+        return cls(**{k: num_labels if v is NUM_LABELS else v for k, v in arguments.items()})
+
+    return BuiltinMetric(task_type, build, bool(direction))
+
+
+def _exact_match(num_labels: int) -> Metric:
+    from peftbench.tasks.generation import ExactMatch  # generation pulls in decoding code: load lazily
+
+    return ExactMatch()
+
+
+# Classification metrics score predicted class ids (argmax), so the binary ones use class 1 as the positive
+# class, as GLUE does for MRPC/QQP F1.
+BUILTIN: dict[str, BuiltinMetric] = {
+    "accuracy": _torchmetric("classification", C.MulticlassAccuracy, num_classes=NUM_LABELS, average="micro"),
+    "f1": _torchmetric("classification", C.BinaryF1Score),
+    "precision": _torchmetric("classification", C.BinaryPrecision),
+    "recall": _torchmetric("classification", C.BinaryRecall),
+    "f1_macro": _torchmetric("classification", C.MulticlassF1Score, num_classes=NUM_LABELS, average="macro"),
+    "precision_macro": _torchmetric(
+        "classification", C.MulticlassPrecision, num_classes=NUM_LABELS, average="macro"
+    ),
+    "recall_macro": _torchmetric(
+        "classification", C.MulticlassRecall, num_classes=NUM_LABELS, average="macro"
+    ),
+    "mcc": _torchmetric("classification", C.MulticlassMatthewsCorrCoef, num_classes=NUM_LABELS),
+    "pearson": _torchmetric(
+        "regression", R.PearsonCorrCoef, higher_is_better=True
+    ),  # the class leaves it None
+    "spearman": _torchmetric("regression", R.SpearmanCorrCoef),
+    "mse": _torchmetric("regression", R.MeanSquaredError),
+    "exact_match": BuiltinMetric("generation", _exact_match, higher_is_better=True),  # = ExactMatch's own
 }
 BINARY_ONLY = ("f1", "precision", "recall")
 
@@ -54,7 +105,7 @@ def normalise_metrics(metrics: list[str] | dict[str, Any], task_type: str, num_l
                     f"task.metrics.{name}: unknown metric; allowed {', '.join(BUILTIN)}, "
                     "or name: {_target_: <torchmetrics class>} / {evaluate: <metric id>}"
                 )
-            applies_to = BUILTIN[name][0]
+            applies_to = BUILTIN[name].task_type
             if applies_to != task_type:
                 raise ConfigError(f"task.metrics.{name}: a {applies_to} metric; task.type={task_type}")
             if name in BINARY_ONLY and num_labels != 2:
@@ -66,7 +117,60 @@ def normalise_metrics(metrics: list[str] | dict[str, Any], task_type: str, num_l
             raise ConfigError(
                 f"task.metrics.{name}={spec!r}: allowed null (built-in), {{_target_: ...}} or {{evaluate: <id>}}"
             )
+        elif not isinstance(spec.get(DIRECTION_KEY, True), bool):
+            raise ConfigError(
+                f"task.metrics.{name}.{DIRECTION_KEY}={spec[DIRECTION_KEY]!r}: allowed true or false"
+            )
     return specs
+
+
+def higher_is_better(name: str, spec: dict[str, Any] | None) -> bool:
+    """The direction of one (normalised) metric: its built-in's, its class's, or its spec's (default true)."""
+    if spec is None:
+        return BUILTIN[name].higher_is_better
+    stated = spec.get(DIRECTION_KEY)
+    if "_target_" in spec:
+        try:
+            declared = getattr(get_class(spec["_target_"]), "higher_is_better", None)
+        except Exception as error:  # unknown module or class: one line, as at build time
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise ConfigError(
+                f"task.metrics.{name}._target_={spec['_target_']}: cannot be imported ({reason})"
+            ) from None
+        if declared is not None and stated is not None and stated != declared:
+            raise ConfigError(
+                f"task.metrics.{name}.{DIRECTION_KEY}={stated}: {spec['_target_']} declares "
+                f"higher_is_better={declared}; allowed {declared}"
+            )
+        if declared is not None:
+            return bool(declared)
+    return True if stated is None else stated  # an evaluate metric, or a class that declares nothing
+
+
+def monitor_mode(monitor: str, metrics: dict[str, Any]) -> Literal["max", "min"]:
+    """The checkpoint rule for ``monitor`` (``val/<metric>``): max for a higher-is-better metric, min for
+    ``val/loss`` and lower-is-better metrics. ``metrics`` are normalised (normalise_metrics)."""
+    name = monitor.removeprefix("val/")
+    if name == "loss":
+        return "min"
+    return "max" if higher_is_better(name, metrics[name]) else "min"
+
+
+def resolve_monitor_mode(monitor: str, metrics: Any) -> str:
+    """``${peftbench.monitor_mode:${task.monitor},${task.metrics}}``: the derived rule, in the composed config.
+
+    Never raises: where the direction cannot be worked out (an unknown monitor or metric), TaskConfig
+    reports the mistake with its own one-line error, and this placeholder is never used.
+    """
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    try:
+        if isinstance(metrics, DictConfig | ListConfig):
+            metrics = OmegaConf.to_container(metrics, resolve=True)
+        specs = dict.fromkeys(metrics) if isinstance(metrics, list | tuple) else dict(metrics)
+        return monitor_mode(str(monitor), specs)
+    except Exception:  # TaskConfig's validation names the problem
+        return "max"
 
 
 def build_metrics(metrics: dict[str, Any], num_labels: int) -> MetricCollection:
@@ -74,20 +178,16 @@ def build_metrics(metrics: dict[str, Any], num_labels: int) -> MetricCollection:
     built: dict[str, Metric] = {}
     for name, spec in metrics.items():
         if spec is None:
-            built[name] = BUILTIN[name][1](num_labels)
-        elif "evaluate" in spec:
+            built[name] = BUILTIN[name].build(num_labels)
+            continue
+        arguments = {k: v for k, v in spec.items() if k != DIRECTION_KEY}  # the direction is ours, not theirs
+        if "evaluate" in arguments:
             built[name] = EvaluateMetric(
-                name=name, **{("metric_id" if k == "evaluate" else k): v for k, v in spec.items()}
+                name=name, **{("metric_id" if k == "evaluate" else k): v for k, v in arguments.items()}
             )
         else:
-            built[name] = instantiate(spec)
+            built[name] = instantiate(arguments)
     return MetricCollection(built)
-
-
-def _exact_match() -> Metric:
-    from peftbench.tasks.generation import ExactMatch  # generation pulls in decoding code: load lazily
-
-    return ExactMatch()
 
 
 @functools.cache

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from datasets import ClassLabel, Dataset, DatasetDict, Value, load_dataset
+from datasets import Dataset, DatasetDict, load_dataset
 
 from peftbench.errors import AssetMissingError, ConfigError
 from peftbench.tasks.config import TaskConfig
@@ -55,7 +55,8 @@ def load_source(task: TaskConfig) -> DatasetDict:
 
 
 def prepare_splits(task: TaskConfig, raw: DatasetDict) -> DatasetDict:
-    """Rename splits and columns to the canonical ones, map labels, carve missing splits (stratified)."""
+    """Rename splits and columns to the canonical ones, cast labels, carve missing splits (stratified where the
+    task kind says so: classification keeps its class balance)."""
     roles = (*SPLITS, *task.extra_test_splits)
     mapping = {role: task.splits.get(role, role) for role in roles}
     available = set(raw)
@@ -84,10 +85,9 @@ def prepare_splits(task: TaskConfig, raw: DatasetDict) -> DatasetDict:
         ratio = task.split_ratios.get(role)
         if ratio is None:
             raise ConfigError(f"task.split_ratios.{role}: missing; the source has no '{role}' split to map")
-        stratify = "label" if task.type == "classification" else None
         try:
             parts = data["train"].train_test_split(
-                test_size=ratio, seed=task.split_seed, stratify_by_column=stratify
+                test_size=ratio, seed=task.split_seed, stratify_by_column=task.kind.stratify_column
             )
         except ValueError as error:  # too few rows for the ratio, or for one row per class
             raise ConfigError(
@@ -114,37 +114,4 @@ def _canonical_columns(task: TaskConfig, dataset: Dataset, split: str) -> Datase
     dataset = dataset.select_columns(list(needed)).rename_columns(
         {src: dst for src, dst in needed.items() if src != dst}
     )
-    if task.type == "regression":
-        return dataset.cast_column("label", Value("float32"))
-    if task.type == "generation":  # the label column holds the answer text
-        return dataset.cast_column("label", Value("string"))
-    values = dataset.unique("label")
-    is_index = [isinstance(v, int) and not isinstance(v, bool) and 0 <= v < task.num_labels for v in values]
-    if task.label_map is not None:
-        label_map = {str(key): value for key, value in task.label_map.items()}
-        allowed = f"task.label_map keys {sorted(label_map)}"
-    elif not all(is_index) and all(str(v) in task.label_names for v in values):
-        label_map = {name: index for index, name in enumerate(task.label_names)}  # labels spelled as names
-        allowed = ""
-    else:
-        label_map = None
-        allowed = f"class indices 0..{task.num_labels - 1} or task.label_names {task.label_names}"
-    unknown = (
-        sorted({str(v) for v in values} - set(label_map))
-        if label_map
-        else [str(v) for v, ok in zip(values, is_index, strict=True) if not ok]
-    )
-    if unknown:
-        raise ConfigError(
-            f"task.label_column={task.label_column}: value {unknown[0]!r} in split {split!r} is not a label; "
-            f"allowed {allowed} (set task.label_map to map raw values)"
-        )
-    if label_map is not None:
-        dataset = dataset.map(
-            _map_labels, batched=True, fn_kwargs={"label_map": label_map}, desc="mapping labels"
-        )
-    return dataset.cast_column("label", ClassLabel(names=task.label_names))
-
-
-def _map_labels(batch: dict[str, list], label_map: dict[str, int]) -> dict[str, list]:
-    return {"label": [label_map[str(value)] for value in batch["label"]]}
+    return task.kind.cast_labels(task, dataset, split)

@@ -1,0 +1,84 @@
+"""``task.type: classification``: one class per input, a new linear head, argmax predictions."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from datasets import ClassLabel, Dataset
+from transformers import PreTrainedTokenizerBase
+
+from peftbench.errors import ConfigError
+from peftbench.tasks.kinds import KINDS, LogitsPredictor, Predictor, TaskKind
+
+if TYPE_CHECKING:
+    from peftbench.tasks.config import TaskConfig
+
+
+@KINDS.register
+class Classification(TaskKind):
+    stratify_column = "label"  # carved splits keep the class balance
+
+    def check_labels(self, task: TaskConfig) -> None:
+        if not task.label_names:
+            raise ConfigError("task.label_names=[]: a classification task needs its class names")
+        if task.num_labels is None:
+            task.num_labels = len(task.label_names)
+        if task.num_labels < 2 or len(task.label_names) != task.num_labels:
+            raise ConfigError(
+                f"task.label_names={task.label_names}: needs {task.num_labels} names (task.num_labels), at least 2"
+            )
+        if task.label_map is not None:
+            bad = {
+                k: v
+                for k, v in task.label_map.items()
+                if not (isinstance(v, int) and 0 <= v < task.num_labels)
+            }
+            if bad:
+                raise ConfigError(
+                    f"task.label_map={task.label_map}: values must be class indices 0..{task.num_labels - 1}"
+                )
+
+    def cast_labels(self, task: TaskConfig, dataset: Dataset, split: str) -> Dataset:
+        """Class indices as a ClassLabel column; raw labels may be indices, the label names, or mapped."""
+        values = dataset.unique("label")
+        is_index = [
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v < task.num_labels for v in values
+        ]
+        if task.label_map is not None:
+            label_map = {str(key): value for key, value in task.label_map.items()}
+            allowed = f"task.label_map keys {sorted(label_map)}"
+        elif not all(is_index) and all(str(v) in task.label_names for v in values):
+            label_map = {
+                name: index for index, name in enumerate(task.label_names)
+            }  # labels spelled as names
+            allowed = ""
+        else:
+            label_map = None
+            allowed = f"class indices 0..{task.num_labels - 1} or task.label_names {task.label_names}"
+        unknown = (
+            sorted({str(v) for v in values} - set(label_map))
+            if label_map
+            else [str(v) for v, ok in zip(values, is_index, strict=True) if not ok]
+        )
+        if unknown:
+            raise ConfigError(
+                f"task.label_column={task.label_column}: value {unknown[0]!r} in split {split!r} is not a label; "
+                f"allowed {allowed} (set task.label_map to map raw values)"
+            )
+        if label_map is not None:
+            dataset = dataset.map(
+                _map_labels, batched=True, fn_kwargs={"label_map": label_map}, desc="mapping labels"
+            )
+        return dataset.cast_column("label", ClassLabel(names=task.label_names))
+
+    def predictor(self, task: TaskConfig | None, tokenizer: PreTrainedTokenizerBase | None) -> Predictor:
+        return LogitsPredictor(_argmax)
+
+
+def _argmax(logits: torch.Tensor) -> torch.Tensor:
+    return logits.argmax(dim=-1)
+
+
+def _map_labels(batch: dict[str, list], label_map: dict[str, int]) -> dict[str, list]:
+    return {"label": [label_map[str(value)] for value in batch["label"]]}
