@@ -7,12 +7,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 import peftbench.config  # noqa: F401  (registers resolvers)
-from peftbench.resources import config_dir
+from peftbench.resources import compose, config_dir
 from peftbench.results import RunResult
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -29,14 +27,10 @@ def compose_config(
     overrides: Sequence[str] = (), tmp_path: Path | None = None, tiny: bool = True
 ) -> DictConfig:
     """The config `peftbench-train <overrides>` would run, with outputs under tmp_path."""
-    GlobalHydra.instance().clear()
     extra = list(TINY_DEFAULTS) if tiny else []
     if tmp_path is not None:
         extra += [f"paths.output_dir={tmp_path}/out", f"paths.results_dir={tmp_path}/results"]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[*extra, *overrides])
-    GlobalHydra.instance().clear()
-    return cfg
+    return compose([*extra, *overrides])
 
 
 @pytest.fixture

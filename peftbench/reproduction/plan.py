@@ -25,13 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 import peftbench.config  # noqa: F401  (registers the config resolvers)
 from peftbench.errors import ConfigError
-from peftbench.resources import config_dir, experiments_dir
+from peftbench.resources import compose, experiments_dir
 
 ARM_KEYS = ("method", "overrides", "tasks", "dry_run")
 BLOCK_KEYS = ("paper", "reported", "tasks", "seeds", "arms", "dry_run")
@@ -92,12 +90,7 @@ class Plan:
 
 def compose_experiment(experiment: str, overrides: Sequence[str] = ()) -> DictConfig:
     """The config ``peftbench-train experiments=<experiment> <overrides>`` would run."""
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            return compose(config_name="train", overrides=[f"experiments={experiment}", *overrides])
-    finally:
-        GlobalHydra.instance().clear()
+    return compose([f"experiments={experiment}", *overrides])
 
 
 def experiment_file(experiment: str) -> Path:
