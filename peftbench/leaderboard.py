@@ -235,16 +235,16 @@ class Row:
 
     @property
     def mean(self) -> float | None:
-        return math.fsum(self.scores) / self.n if self.scores else None
+        return stats.summarize(self.scores).mean
 
     @property
     def std(self) -> float | None:
         """Sample standard deviation over seeds (0 with one seed)."""
-        return statistics.stdev(self.scores) if self.n > 1 else (0.0 if self.n else None)
+        return stats.summarize(self.scores).std
 
     @property
     def median(self) -> float | None:
-        return statistics.median(self.scores) if self.scores else None
+        return stats.summarize(self.scores).median
 
     @property
     def ranked(self) -> bool:

@@ -18,6 +18,7 @@ Welch's t test between rows. Every ``Interval`` says in words which one it is.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -297,8 +298,8 @@ def _resampled_values(metric: str, runs: Sequence[Scores], count_blocks: list[np
     return np.stack(columns, axis=1)
 
 
-def _recorded_statistic(values: Sequence[float], statistic: str) -> float:
-    """The statistic of the recorded figures. The mean is math.fsum's (exactly rounded, so independent of
+def aggregate(values: Sequence[float], statistic: str) -> float:
+    """The statistic over seeds of the recorded figures, in seed order (``single``: the first). The mean is math.fsum's (exactly rounded, so independent of
     the order of the seeds): two rows with the same figures in another seed order tie exactly."""
     if statistic == "mean":
         return math.fsum(values) / len(values)
@@ -385,7 +386,7 @@ def interval(
     if not runs:
         raise ValueError("interval of no runs")
     recorded = np.array([r.value for r in runs])
-    estimate = _recorded_statistic(recorded.tolist(), statistic)
+    estimate = aggregate(recorded.tolist(), statistic)
     k = len(runs)
     rng = np.random.default_rng(seed)
     if _pairable(runs) and _recomputable(metric):
@@ -404,6 +405,25 @@ def interval(
         _pick(np.tile(recorded, (n_resamples, 1)), _seed_draws(rng, n_resamples, k, statistic)), statistic
     )
     return Interval(estimate, *_percentile(draws, confidence), f"bootstrap over seeds ({reason})")
+
+
+@dataclass(frozen=True)
+class SeedSummary:
+    """Mean, sample standard deviation (0 with one seed) and median of per-seed figures: the plain description
+    every table prints beside its interval."""
+
+    n: int
+    mean: float | None
+    std: float | None
+    median: float | None
+
+
+def summarize(values: Sequence[float]) -> SeedSummary:
+    values = list(values)
+    if not values:
+        return SeedSummary(0, None, None, None)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return SeedSummary(len(values), aggregate(values, "mean"), std, statistics.median(values))
 
 
 def _t_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -448,9 +468,7 @@ def paired_difference(
     if not a or not b:
         raise ValueError("paired_difference needs runs on both sides")
     value_a, value_b = np.array([r.value for r in a]), np.array([r.value for r in b])
-    estimate = _recorded_statistic(value_a.tolist(), statistic) - _recorded_statistic(
-        value_b.tolist(), statistic
-    )
+    estimate = aggregate(value_a.tolist(), statistic) - aggregate(value_b.tolist(), statistic)
     rng = np.random.default_rng(seed)
     if _pairable([*a, *b]) and _recomputable(metric):
         blocks = _example_counts(rng, n_resamples, len(a[0].label))  # type: ignore[arg-type]

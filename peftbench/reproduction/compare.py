@@ -74,11 +74,11 @@ class Measured:
 
     @property
     def mean(self) -> float | None:
-        return statistics.fmean(self.values) if self.values else None
+        return stats.summarize(self.values).mean
 
     @property
     def std(self) -> float | None:
-        return statistics.stdev(self.values) if self.n > 1 else (0.0 if self.n else None)
+        return stats.summarize(self.values).std
 
     def scores(self, seeds: set[int] | None = None) -> list[stats.Scores]:
         """The runs' scores for the stats functions (optionally only some seeds)."""
@@ -320,15 +320,6 @@ def _capped(verdict: str, cap: str | None, flags: list[str]) -> str:
 
 
 # --- intervals --------------------------------------------------------------------------------------------
-def _aggregate(values: list[float], aggregation: str) -> float:
-    """The paper's statistic of per-seed figures in seed order (``single``: the lowest seed, as in stats)."""
-    if aggregation == "median":
-        return statistics.median(values)
-    if aggregation == "mean":
-        return statistics.fmean(values)
-    return max(values) if aggregation == "max" else values[0]
-
-
 def _crossed(scores: list[stats.Scores], metric: str) -> bool:
     """Every run stored predictions of one test set, for a metric stats can recompute from them: the crossed
     bootstrap over seeds x test examples applies."""
@@ -353,7 +344,7 @@ def _arm_interval(scores: list[stats.Scores], metric: str, aggregation: str) -> 
     if _crossed(scores, metric) or aggregation not in _CENTRE:
         return stats.interval(scores, metric, aggregation, CONFIDENCE)
     found = stats.interval(scores, metric, "mean", CONFIDENCE)
-    estimate = _aggregate([s.value for s in sorted(scores, key=lambda s: s.seed)], aggregation)
+    estimate = stats.aggregate([s.value for s in sorted(scores, key=lambda s: s.seed)], aggregation)
     method = (
         found.method
         if aggregation == "mean"
@@ -375,7 +366,9 @@ def _difference_interval(
     if _crossed([*a, *b], metric) or aggregation not in _CENTRE:
         return stats.paired_difference(a, b, metric, aggregation, CONFIDENCE)[0]
     a, b = sorted(a, key=lambda s: s.seed), sorted(b, key=lambda s: s.seed)
-    estimate = _aggregate([s.value for s in a], aggregation) - _aggregate([s.value for s in b], aggregation)
+    estimate = stats.aggregate([s.value for s in a], aggregation) - stats.aggregate(
+        [s.value for s in b], aggregation
+    )
     if [s.seed for s in a] != [s.seed for s in b]:
         found = stats.paired_difference(a, b, metric, "mean", CONFIDENCE)[0]
         return stats.Interval(estimate, found.low, found.high, found.method)
