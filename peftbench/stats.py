@@ -33,7 +33,6 @@ MEAN_METRICS = ("accuracy", "exact_match", "mse")
 # Metrics computed from a confusion matrix (rows = true class, columns = predicted), as torchmetrics does.
 CONFUSION_METRICS = ("f1", "precision", "recall", "f1_macro", "precision_macro", "recall_macro", "mcc")
 METRICS = (*MEAN_METRICS, *CONFUSION_METRICS, "pearson", "spearman")
-LOWER_IS_BETTER = ("mse", "loss")
 # Resamples are processed in blocks of this many, so a 10k-example test set needs ~10 MB per block.
 _BLOCK = 250
 # torchmetrics' spearman adds this to the denominator (SpearmanCorrCoef's eps); kept to agree with it.
@@ -69,8 +68,13 @@ class Scores:
 
 
 def higher_is_better(metric: str) -> bool:
-    """All headline metrics are higher-is-better except errors and losses."""
-    return metric not in LOWER_IS_BETTER and not metric.endswith("loss")
+    """The built-in metric's declared direction (peftbench.tasks.metrics.BUILTIN); losses are lower-is-better,
+    and any other name (a custom metric) is taken as higher-is-better, as task metrics default."""
+    from peftbench.tasks.metrics import BUILTIN  # torchmetrics loads only when a direction is asked for
+
+    if metric in BUILTIN:
+        return bool(BUILTIN[metric].higher_is_better)
+    return not metric.endswith("loss")
 
 
 def scores_of(result: RunResult, metric: str, split: str = "test") -> Scores | None:

@@ -13,10 +13,10 @@ from conftest import CONF, METHOD_NAMES, TASK_NAMES, compose_config
 from omegaconf import OmegaConf
 
 from peftbench.errors import ConfigError
+from peftbench.methods.build import build_method
 from peftbench.models.backbone import ModelConfig
 from peftbench.resources import experiments_dir
 from peftbench.tasks.config import TaskConfig
-from peftbench.train import build_method
 
 YAML_GROUPS = sorted(p.parent.name for p in CONF.glob("*/*.yaml"))
 

@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 import peftbench.metrics.curve as curve_module
 import peftbench.metrics.efficiency as efficiency_module
+from peftbench.assemble import assemble as prepare
 from peftbench.errors import ConfigError
 from peftbench.results import (
     RunResult,
@@ -25,7 +26,7 @@ from peftbench.results import (
     write_result,
 )
 from peftbench.tasks.metrics import build_metrics
-from peftbench.train import prepare, run
+from peftbench.train import run
 
 
 # --- one budget truth -------------------------------------------------------------------------------------

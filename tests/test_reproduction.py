@@ -12,6 +12,7 @@ import torch
 from conftest import compose_config, run_result
 
 from peftbench import init_from
+from peftbench.assemble import assemble as prepare
 from peftbench.errors import ConfigError
 from peftbench.reproduction.cli import compare_main, reproduce_main
 from peftbench.reproduction.compare import (
@@ -28,7 +29,7 @@ from peftbench.reproduction.reported import check_against_plan, load_reported, p
 from peftbench.resources import experiments_dir
 from peftbench.results import RunResult, compute_run_id, config_fingerprint, identity_config, load_results
 from peftbench.sweeps import describe_error, failure_status
-from peftbench.train import prepare, run
+from peftbench.train import run
 
 REPRODUCTIONS = sorted(
     str(p.relative_to(experiments_dir()).with_suffix(""))

@@ -14,8 +14,9 @@ from conftest import METHOD_NAMES, compose_config
 
 import peftbench
 import peftbench.results as results_module
+from peftbench.assemble import assemble as prepare
 from peftbench.results import RunResult, compute_run_id, read_result, write_result
-from peftbench.train import prepare, run
+from peftbench.train import run
 
 
 @pytest.mark.parametrize("name", METHOD_NAMES)
