@@ -13,7 +13,6 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-import peftbench.metrics.curve as curve_module
 import peftbench.metrics.efficiency as efficiency_module
 from peftbench.assemble import assemble as prepare
 from peftbench.errors import ConfigError
@@ -171,7 +170,6 @@ class FakeClock:
 def test_step_timing_leaves_out_validation_and_checkpoint_writes(make_cfg, monkeypatch) -> None:
     clock = FakeClock()
     monkeypatch.setattr(efficiency_module, "time", clock)
-    monkeypatch.setattr(curve_module, "time", clock)
     save = ModelCheckpoint._save_checkpoint
 
     def slow_save(self, trainer, filepath):  # a checkpoint write that "takes" 1000 s

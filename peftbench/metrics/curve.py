@@ -11,11 +11,12 @@ Cheap by design: the loss and token counts accumulate on the device and are read
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import lightning as L
 import torch
+
+from peftbench.metrics.efficiency import device_clock
 
 
 class LearningCurve(L.Callback):
@@ -32,12 +33,6 @@ class LearningCurve(L.Callback):
         self._interval_start: float | None = None
         self._interval_seconds = 0.0
 
-    @staticmethod
-    def _now(trainer: L.Trainer) -> float:
-        if trainer.strategy.root_device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter()
-
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.curve = []
         self._reset_interval()
@@ -46,7 +41,7 @@ class LearningCurve(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if self._interval_start is None:  # the first step of an interval: the clock starts here
-            self._interval_start = self._now(trainer)
+            self._interval_start = device_clock(trainer)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -60,7 +55,7 @@ class LearningCurve(L.Callback):
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == "fit" and self._interval_start is not None:
-            self._interval_seconds = self._now(trainer) - self._interval_start
+            self._interval_seconds = device_clock(trainer) - self._interval_start
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn != "fit" or trainer.sanity_checking:

@@ -17,6 +17,13 @@ from peftbench.methods.base import logical_numel
 from peftbench.metrics import memory
 
 
+def device_clock(trainer: L.Trainer) -> float:
+    """A clock reading after the device's queued work: on GPU a timing would otherwise measure kernel launches."""
+    if trainer.strategy.root_device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 class EfficiencyMonitor(L.Callback):
     """Parameters, training throughput (samples/s, non-padding tokens/s), peak memory, wall time."""
 
@@ -34,12 +41,6 @@ class EfficiencyMonitor(L.Callback):
         self._timed_tokens: torch.Tensor | int = 0
         self._fit_start = 0.0
         self._paused = False  # set by a validation: the next step's clock starts at its own batch start
-
-    @staticmethod
-    def _now(trainer: L.Trainer) -> float:
-        if trainer.strategy.root_device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter()
 
     # --- fit ----------------------------------------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -64,13 +65,13 @@ class EfficiencyMonitor(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if self._paused:  # after a validation and its checkpoint write: neither is training time
-            self._last = self._now(trainer)
+            self._last = device_clock(trainer)
             self._paused = False
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        now = self._now(trainer)
+        now = device_clock(trainer)
         self._steps_seen += 1
         # The interval from the previous step end includes data loading, forward, backward and the optimizer.
         if self._last is not None and self._steps_seen > self.warmup_steps:
