@@ -67,8 +67,7 @@ class BudgetCounter(L.Callback):
         params = [p for p in model.parameters() if id(p) not in embeddings]
         self._params = sum(logical_numel(p) for p in params)
         self._trainable = sum(logical_numel(p) for p in params if p.requires_grad)
-        method = getattr(pl_module, "method", None)
-        self._extra_per_sample = int(method.extra_processed_tokens()) if method is not None else 0
+        self._extra_per_sample = pl_module.extra_processed_tokens()
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int

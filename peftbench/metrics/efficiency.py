@@ -46,7 +46,7 @@ class EfficiencyMonitor(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._reset_timers()
         model = pl_module.model
-        trainable = pl_module.method.trainable_parameter_count(model)
+        trainable = pl_module.trainable_parameter_count()
         total = sum(logical_numel(p) for p in model.parameters())
         self.figures.update(
             {

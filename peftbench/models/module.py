@@ -151,6 +151,15 @@ class PeftBenchModule(L.LightningModule):
         # without this, pretrained backbones would train with dropout off.
         self.model.train()
 
+    # --- what the measurement callbacks ask (they see this module, never the method) -------------------
+    def trainable_parameter_count(self) -> int:
+        """Parameters the method trains, as it counts them (a sparse mask counts only its free entries)."""
+        return self.method.trainable_parameter_count(self.model)
+
+    def extra_processed_tokens(self) -> int:
+        """Tokens the method adds to every input that every layer processes (soft prompts)."""
+        return int(self.method.extra_processed_tokens())
+
     def configure_callbacks(self) -> list[L.Callback]:
         return [callback for hook in self.hooks for callback in hook.callbacks()]
 
