@@ -50,7 +50,7 @@ BOOTSTRAP_SEED = 0  # fixed: regenerating a leaderboard from the same files give
 CONFIDENCE = 0.95
 # Method-config keys that document a method rather than configure it: never part of a row label.
 META_KEYS = ("name", "paper", "lr_source")
-# When several differing keys always move together (method.lr and the optimizer.lr that follows it, or
+# When several differing keys always move together (the method's lr and the optimizer.lr that follows it, or
 # trainer.precision and the recorded precision), the label names one, by this preference.
 LABEL_KEY_PREFERENCE = ("precision", "device", "data_order", "optimizer.", "method.")
 MEM_SOURCES = {"cpu_rss": "CPU RSS", "cuda_allocated": "CUDA allocated", "cuda_reserved": "CUDA reserved"}
@@ -165,7 +165,7 @@ def _dig(node: Any, dotted: str) -> Any:
 def row_fingerprint(result: RunResult) -> str:
     """What a row pools: ``config_fingerprint`` for default runs and trials. A ``tuned`` result's config is the
     point its search chose, which differs per seed; its row is the search instead: the config with the searched
-    keys masked (and keys of the same name holding the chosen value, e.g. optimizer.lr following method.lr),
+    keys masked (and keys of the same name holding the chosen value, e.g. optimizer.lr following method.meta.lr),
     plus the search definition (sweeper, trials, space)."""
     search = result.search or {}
     if result.variant != "tuned" or not search.get("space"):
@@ -392,8 +392,6 @@ def method_defaults(method: str) -> dict[str, Any]:
         data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     except (FileNotFoundError, ValueError):
         return {}
-    if isinstance(data, dict) and "name" not in data and isinstance(data.get("method"), dict):
-        data = data["method"]  # a `# @package _global_` file (qlora) sets method.* and model.* keys
     flat = _flatten(data if isinstance(data, dict) else {}, "method.")
     return {k: v for k, v in flat.items() if not _interpolated(v)}
 
@@ -427,11 +425,14 @@ def _default_differences(result: RunResult) -> dict[str, Any]:
         for k, v in defaults.items()
         if k in flat and k.split(".")[-1] not in META_KEYS and k != "method.name" and not _same(flat[k], v)
     }
-    lr, default_lr = _dig(config, "optimizer.lr"), defaults.get("method.lr")
+    # The method's recommended lr: method.meta.lr (method.lr in result files written before the meta block).
+    lr_key = "method.meta.lr" if "method.meta.lr" in defaults else "method.lr"
+    lr, default_lr = _dig(config, "optimizer.lr"), defaults.get(lr_key)
     if lr is not None and default_lr is not None and not _same(lr, default_lr):
         out["optimizer.lr"] = lr
-        if _same(out.get("method.lr"), lr):  # the override was method.lr; optimizer.lr followed it
-            del out["method.lr"]
+        for key in ("method.meta.lr", "method.lr"):  # the override was the method's lr; optimizer.lr followed it
+            if _same(out.get(key), lr):
+                del out[key]
     return out
 
 

@@ -1,7 +1,10 @@
 """Name -> class registries whose keys are the implementing module's file name.
 
-Keying by file name keeps one obvious place per method: ``peftbench/methods/bitfit.py`` *is*
-the ``bitfit`` implementation, and a second class claiming that key fails at import time.
+Keying by file name keeps one obvious place per plug-in: ``peftbench/methods/bitfit.py`` *is*
+the ``bitfit`` implementation, and a second class claiming that key fails at import time. This is
+the project's one extension mechanism for its own plug-ins (methods: ``method.impl``, regularizers:
+``regularizer.impl``, task kinds: ``task.type``); ``_target_`` is left for other libraries' classes
+that Hydra builds directly (docs/custom-methods.md says why).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ def test_method_yaml_composes_and_builds(name: str) -> None:
     assert cfg.method.name == name, "a method's name must equal its file name (it is the results label)"
     method = build_method(cfg.method)
     assert method.name == name
-    assert cfg.method.get("paper"), f"method {name} names no paper"
+    assert cfg.method.meta.get("paper"), f"method {name} names no paper"
 
 
 @pytest.mark.parametrize("name", TASK_NAMES)
@@ -99,7 +99,7 @@ def test_precision_defaults_to_bf16_on_bf16_hardware() -> None:
 
 def test_method_lr_wins_over_optimizer_default_unless_overridden() -> None:
     cfg = compose_config(["method=lora"])
-    assert cfg.optimizer.lr == cfg.method.lr
+    assert cfg.optimizer.lr == cfg.method.meta.lr
     cfg = compose_config(["method=lora", "optimizer.lr=0.123"])
     assert cfg.optimizer.lr == 0.123
 

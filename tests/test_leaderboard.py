@@ -340,3 +340,15 @@ def test_one_seed_with_predictions_says_its_interval_leaves_out_the_seed(tmp_pat
     assert "95 % interval: bootstrap over test examples (2/2 rows)" in markdown
     assert "One seed: the interval covers the test set's sampling noise only" in markdown
     assert "Seed-only intervals" not in markdown and "Seed-only intervals" not in report
+
+
+@pytest.mark.parametrize("shape", ["meta", "top-level"])
+def test_a_single_row_names_an_lr_apart_from_the_method_default(shape: str) -> None:
+    """The method's recommended lr sits in method.meta.lr (method.lr in files written before the meta block);
+    a lone row trained at another optimizer.lr says so in its label either way."""
+    result = _result(lr=1e-4, score=0.8)
+    method = result.config["method"]
+    if shape == "meta":
+        method["meta"] = {"lr": method.pop("lr")}
+    (row,) = _rows([result]).values()
+    assert row.label == "lora lr=0.0001"

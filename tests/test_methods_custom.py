@@ -1,4 +1,4 @@
-"""Hand-written methods (selective, bitfit, sparse, bottleneck adapters) and the L2-SP regularizer.
+"""Hand-written methods (selective, bitfit, sparse, bottleneck adapters), typed knobs and the L2-SP regularizer.
 
 Counts are checked against formulas for tiny-bert (hidden 32, 2 blocks, FFN 64, 2 labels) and
 tiny-llama (hidden 32, 2 blocks, no biases); the generic per-method fast_dev_run and
@@ -7,13 +7,23 @@ frozen/trainable checks live in test_training.py and cover these methods by glob
 
 from __future__ import annotations
 
+import dataclasses
+import numbers
+
 import pytest
 import torch
+from conftest import METHOD_NAMES, compose_config
+from omegaconf import OmegaConf
+from torch import nn
 
+from peftbench.assemble import assemble as prepare
 from peftbench.errors import ConfigError
+from peftbench.methods.base import METHODS, Method, MethodConfig, ModelContext, knob
 from peftbench.methods.bottleneck_adapter import AdaptedOutput
+from peftbench.methods.build import build_method, build_regularizers
+from peftbench.methods.head_only import set_head_trainable
 from peftbench.metrics.efficiency import EfficiencyMonitor
-from peftbench.train import build_regularizers, prepare
+from peftbench.regularizers import REGULARIZERS
 
 HIDDEN, LAYERS, FFN, LABELS = 32, 2, 64, 2
 BERT_HEAD = HIDDEN * LABELS + LABELS  # classifier weight + bias
@@ -172,6 +182,93 @@ def test_sparse_rejects_bad_knobs(key, value, make_cfg) -> None:
         prepare(make_cfg("method=sparse", f"method.{key}={value}"))
 
 
+# --- typed knobs: one generic check, one line per bad value ---------------------------------------------------
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("method.density=lots", "method.density='lots': expected"),  # wrong type (dataclass_from_cfg)
+        ("method.density=1.5", "method.density=1.5: expected a number in (0, 1]"),  # out of range (knob rule)
+        ("method.fisher_batches=0", "method.fisher_batches=0: expected an integer >= 1"),
+        ("method.scope=layer", "method.scope='layer': expected ('per_tensor', 'global')"),  # a Literal type
+        (
+            "+method.colour=red",
+            "method.colour: unknown key; allowed: density, fisher_batches, mask_seed, scope, selection",
+        ),
+    ],
+)
+def test_a_bad_custom_knob_is_one_line_before_weights_load(override, message, make_cfg, monkeypatch) -> None:
+    def no_loading(*args, **kwargs):
+        raise AssertionError("weights loaded before the config was checked")
+
+    monkeypatch.setattr("peftbench.assemble.load_model", no_loading)
+    with pytest.raises(ConfigError) as error:
+        prepare(make_cfg("method=sparse", override))
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_methods_without_knobs_refuse_any() -> None:
+    with pytest.raises(ConfigError, match=r"^method\.colour: unknown key; method\.impl=full has no knobs$"):
+        build_method(compose_config(["method=full", "+method.colour=red"]).method)
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_every_method_yaml_has_a_meta_block(name: str) -> None:
+    """paper, lr and lr_source live in `meta:` (never passed to the implementation); optimizer.lr follows lr."""
+    cfg = compose_config([f"method={name}"])
+    meta = cfg.method.meta
+    assert set(meta) == {"paper", "lr", "lr_source"}
+    assert meta.paper and meta.lr_source and isinstance(meta.lr, numbers.Real) and meta.lr > 0
+    assert cfg.optimizer.lr == meta.lr
+    assert not {"paper", "lr", "lr_source"} & set(cfg.method), "metadata outside the meta block"
+
+
+def test_every_knob_of_every_implementation_says_what_it_does() -> None:
+    for registry in (METHODS, REGULARIZERS):
+        for key in registry.names():
+            for spec in dataclasses.fields(registry.get(key).Config):
+                assert spec.metadata.get("help"), (
+                    f"{registry.kind} {key}: knob {spec.name} has no help string"
+                )
+
+
+@dataclasses.dataclass
+class LastBlocksConfig(MethodConfig):
+    blocks: int = knob(1, help="how many of the last transformer blocks train", ge=1)
+
+
+class LastBlocks(Method):
+    """A method as a newcomer writes one: a Config dataclass and apply(); nothing else in the project changes."""
+
+    Config = LastBlocksConfig
+    config: LastBlocksConfig
+
+    def apply(self, model: nn.Module, context: ModelContext) -> nn.Module:
+        model.requires_grad_(False)
+        for block in model.get_submodule(context.layers_path)[-self.config.blocks :]:
+            block.requires_grad_(True)
+        set_head_trainable(model, context.head_modules)
+        return model
+
+
+def test_a_custom_method_is_a_module_and_a_yaml(make_cfg, monkeypatch) -> None:
+    """Adding a method touches two files: its module (here, this one, registered as `last_blocks`) and its
+    YAML (here, the node below); knob checks come from its Config, with no hand-written validation."""
+    monkeypatch.setitem(
+        METHODS._entries, "last_blocks", LastBlocks
+    )  # what @METHODS.register does by file name
+    node = {
+        "name": "last_blocks",
+        "impl": "last_blocks",
+        "meta": {"paper": "this test", "lr": 1e-4, "lr_source": "this test"},
+        "blocks": 1,
+    }
+    prepared = prepare(make_cfg("debug=fast_dev_run"), method=build_method(OmegaConf.create(node)))
+    body = {n for n in trainable_names(prepared) if not n.startswith("classifier.")}
+    assert body and {n.split(".")[3] for n in body} == {"1"}
+    with pytest.raises(ConfigError, match=r"^method\.blocks=0: expected an integer >= 1$"):
+        build_method(OmegaConf.create({**node, "blocks": 0}))
+
+
 # --- bottleneck adapters ---------------------------------------------------------------------------------------------
 def adapter_size(hidden: int, reduction: int) -> int:
     bottleneck = hidden // reduction
@@ -276,7 +373,8 @@ def test_l2sp_anchors_houlsby_layer_norms_but_not_its_adapters(make_cfg) -> None
     assert anchored and all("LayerNorm" in n for n in anchored)
 
 
-def test_l2sp_refuses_peft_methods(make_cfg) -> None:
+def test_l2sp_refuses_lora_whose_trainable_weights_are_all_new(make_cfg) -> None:
+    """LoRA at bias=none trains only what peft injected (flagged by the bridge): nothing to anchor."""
     cfg = make_cfg("method=lora", "regularizer=l2sp")
     prepared = prepare(cfg)
     (l2sp,) = build_regularizers(cfg)
@@ -284,6 +382,51 @@ def test_l2sp_refuses_peft_methods(make_cfg) -> None:
         l2sp.setup(prepared.module.model)
 
 
-def test_l2sp_rejects_negative_strength(make_cfg) -> None:
-    with pytest.raises(ConfigError, match="regularizer.alpha=-1"):
-        build_regularizers(make_cfg("regularizer=l2sp", "regularizer.alpha=-1"))
+def test_l2sp_anchors_the_pretrained_biases_lora_trains_at_bias_all(make_cfg) -> None:
+    """The regularizer asks the model which weights are new, not whether it is a PeftModel: with bias=all
+    LoRA trains the backbone's pretrained biases, and exactly those are anchored (LoRA factors and the head's
+    trained copy are new)."""
+    cfg = make_cfg("method=lora", "method.peft_config.bias=all", "regularizer=l2sp")
+    prepared = prepare(cfg)
+    model = prepared.module.model
+    (l2sp,) = build_regularizers(cfg)
+    l2sp.setup(model)
+    anchored = {n for n, _, _ in l2sp.anchored}
+    biases = {n for n, p in model.named_parameters() if p.requires_grad and n.endswith(".bias")}
+    assert anchored == {n for n in biases if "classifier" not in n and "lora_" not in n}
+    assert anchored and all(n.endswith(".bias") for n in anchored)
+    assert {n for n, _ in l2sp.new} >= {n for n, p in model.named_parameters() if "lora_" in n}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("regularizer.alpha=-1", "regularizer.alpha=-1: expected a number >= 0"),
+        ("regularizer.alpha=strong", "regularizer.alpha='strong': expected"),
+        ("+regularizer.gamma=1", "regularizer.gamma: unknown key; allowed: alpha, beta, head_modules"),
+        ("regularizer.impl=l3sp", "regularizer.impl=l3sp: unknown regularizer 'l3sp'; known: l2sp"),
+    ],
+)
+def test_l2sp_rejects_bad_knobs(override: str, message: str, make_cfg) -> None:
+    with pytest.raises(ConfigError) as error:
+        build_regularizers(make_cfg("regularizer=l2sp", override))
+    assert str(error.value).startswith(message)
+
+
+def test_regularizer_none_builds_nothing(make_cfg) -> None:
+    assert build_regularizers(make_cfg("regularizer=none")) == []
+
+
+def test_configs_stored_before_the_meta_block_still_build(make_cfg) -> None:
+    """Result files written before this layout keep lr/paper/lr_source at the top of `method:` and name the
+    regularizer by `_target_`; export rebuilds such runs, so both still build."""
+    method = build_method(
+        OmegaConf.create({"name": "full", "impl": "full", "paper": "p", "lr": 2e-5, "lr_source": "s"})
+    )
+    assert method.name == "full"
+    cfg = make_cfg("regularizer=l2sp")
+    cfg.regularizer = {"name": "l2sp", "_target_": "peftbench.regularizers.l2sp.L2SP", "alpha": 0.1}
+    (l2sp,) = build_regularizers(cfg)
+    assert l2sp.config.alpha == 0.1
+    cfg.regularizer = {"name": "none", "_target_": None}
+    assert build_regularizers(cfg) == []

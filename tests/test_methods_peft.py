@@ -1,5 +1,6 @@
 """peft tuners from YAML: analytic trainable counts, AdaLoRA's per-step hook, QLoRA on CPU, soft prompts on
-encoders and decoders, knob validation before any weight loads, inference figures and export round trips."""
+encoders and decoders, knob validation before any weight loads (peft's own dataclasses type the knobs),
+what peft injects flagged as new weights, inference figures and export round trips."""
 
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ from safetensors.torch import save_file
 from transformers import AutoModelForSequenceClassification
 
 from peftbench import export as export_cli
+from peftbench.assemble import assemble as prepare
 from peftbench.errors import ConfigError
 from peftbench.export import rebuild
+from peftbench.methods._common import added_parameter_names
+from peftbench.methods.build import build_method
+from peftbench.methods.peft_tuner import PeftTuner
 from peftbench.models.backbone import ModelConfig, load_hf_config, load_model, load_tokenizer
 from peftbench.results import RunResult
-from peftbench.train import prepare, run
+from peftbench.train import run
 
 HIDDEN, LAYERS, FFN, LABELS = 32, 2, 64, 2  # tiny-bert (conf/model/tiny-bert.yaml)
 HEAD = HIDDEN * LABELS + LABELS  # classifier weight + bias, trainable through modules_to_save
@@ -140,11 +145,36 @@ def test_qlora_result_reports_load_and_training_peaks(make_cfg) -> None:
     assert result.config["model"]["quantization"] == "nf4" and result.config["model"]["double_quant"]
 
 
+def test_qlora_asks_for_4bit_loading_without_writing_model_keys(make_cfg) -> None:
+    """qlora's YAML lists the loading option conf/quantization/nf4.yaml instead of setting model.* itself;
+    any other method can ask for the same loading, and model.* overrides still win."""
+    cfg = make_cfg("method=qlora")
+    assert (cfg.model.quantization, cfg.model.double_quant, cfg.model.compute_dtype) == (
+        "nf4",
+        True,
+        "bfloat16",
+    )
+    assert "model" not in cfg.method and "quantization" not in cfg.method
+    assert make_cfg("method=lora", "+quantization=nf4").model.quantization == "nf4"
+    assert make_cfg("method=qlora", "model.quantization=fp4").model.quantization == "fp4"
+    assert make_cfg("method=lora").model.get("quantization") is None
+
+
 @pytest.mark.parametrize(
     ("overrides", "fragment"),
     [
+        # One of each kind on the bridge: peft's dataclass types the knobs, the rules peft lacks add ranges.
+        (["method.peft_config.r=eight"], "method.peft_config.r='eight': expected"),  # wrong type
+        (["method.peft_config.lora_dropout=high"], "method.peft_config.lora_dropout='high': expected"),
+        (["method.peft_config.r=0"], "method.peft_config.r=0: expected an integer > 0"),  # out of range
+        (["+method.peft_config.rank=4"], "method.peft_config.rank: unknown key; allowed: "),  # unknown key
+        (["+method.rank=4"], "method.rank: unknown key; allowed: optimizer_class, peft_config"),
+        (["method.peft_config._target_=torch.nn.Linear"], "_target_=torch.nn.Linear: not a peft config"),
         (["method.peft_config.bias=foo"], "bias='foo'"),
-        (["method.peft_config.r=0"], "r=0"),
+        (
+            ["method=vera", "method.peft_config.bias=lora_only"],
+            "bias='lora_only': allowed none, all, vera_only",
+        ),
         (["method.peft_config.lora_dropout=1.0"], "lora_dropout=1.0"),
         (["method.peft_config.target_modules=[nosuch]"], "target_modules=['nosuch']"),
         (["method=prompt_tuning", "method.peft_config.num_virtual_tokens=100"], "num_virtual_tokens=100"),
@@ -159,7 +189,7 @@ def test_bad_knobs_stop_before_weights_load(
     def no_loading(*args, **kwargs):
         raise AssertionError("weights loaded before the config was checked")
 
-    monkeypatch.setattr("peftbench.train.load_model", no_loading)
+    monkeypatch.setattr("peftbench.assemble.load_model", no_loading)
     with pytest.raises(ConfigError) as error:
         prepare(make_cfg(*overrides, "debug=fast_dev_run"))
     message = str(error.value)
@@ -219,3 +249,48 @@ def test_prompt_methods_cannot_export_merged(make_cfg, tmp_path: Path, capsys) -
         [result.provenance["result_path"], "--out", str(tmp_path / "m"), "--mode", "merged"]
     )
     assert code == 2 and "cannot be merged" in capsys.readouterr().err
+
+
+def test_a_peft_tuner_no_file_mentions_runs_from_its_yaml_node_alone(make_cfg) -> None:
+    """Adding a peft tuner is one YAML: FourierFT appears nowhere in peftbench, and its knobs are typed and
+    checked by peft's own dataclass (an unknown key lists FourierFT's fields)."""
+    node = {
+        "name": "fourierft",
+        "impl": "peft_tuner",
+        "meta": {"paper": "Gao et al. 2024 (arXiv:2405.03003)", "lr": 1e-3, "lr_source": "test"},
+        "peft_config": {
+            "_target_": "peft.FourierFTConfig",
+            "task_type": "SEQ_CLS",
+            "n_frequency": 16,
+            "target_modules": ["query", "value"],
+        },
+    }
+    method = build_method(OmegaConf.create(node))
+    prepared = prepare(make_cfg("debug=fast_dev_run"), method=method)
+    trained = {n for n, p in prepared.module.model.named_parameters() if p.requires_grad}
+    assert any("fourierft_spectrum" in n for n in trained)
+    node["peft_config"]["frequencies"] = 16
+    with pytest.raises(
+        ConfigError, match=r"method\.peft_config\.frequencies: unknown key; allowed: .*n_frequency"
+    ):
+        build_method(OmegaConf.create(node))
+
+
+def test_a_peft_config_built_in_python_gets_the_same_rules() -> None:
+    from peft import LoraConfig
+
+    with pytest.raises(ConfigError, match=r"method\.peft_config\.r=0: expected an integer > 0"):
+        PeftTuner(name="lora", peft_config=LoraConfig(r=0))
+
+
+@pytest.mark.parametrize("name", ["lora", "ia3", "prompt_tuning", "ln_tuning", "vera"])
+def test_what_peft_injects_is_flagged_as_new(name: str, make_cfg) -> None:
+    """The bridge flags the modules peft created (mark_created), so regularizers ask the model which weights
+    are new instead of asking whether it is a PeftModel: every trainable parameter of a tuner at bias=none
+    is new, and nothing frozen is flagged."""
+    model = prepare(make_cfg(f"method={name}", "debug=fast_dev_run")).module.model
+    added = added_parameter_names(model)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and trainable <= added
+    # The weights peft wraps (base layers, the original head beside its trained copy) stay pretrained.
+    assert not any("base_layer" in n or "original_module" in n for n in added)

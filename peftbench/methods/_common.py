@@ -1,7 +1,8 @@
 """Helpers shared by the hand-written methods (not a method: the registry skips ``_`` modules).
 
-Methods that inject new modules mark them with :func:`mark_added`, so code that must tell new
-weights from pretrained ones (the L2-SP regularizer) can do so without knowing the method.
+Methods that inject new modules mark them with :func:`mark_added` (or, when a library injects them,
+:func:`mark_created`), so code that must tell new weights from pretrained ones (the L2-SP regularizer)
+asks the model, never which method built it.
 """
 
 from __future__ import annotations
@@ -19,11 +20,27 @@ def mark_added(module: nn.Module) -> nn.Module:
     return module
 
 
+def mark_created(model: nn.Module, pretrained: set[int]) -> None:
+    """Flag every module of ``model`` whose own parameters are all new: none is in ``pretrained`` (the ids of
+    the parameters the model had before a library such as peft injected its modules).
+
+    Injected modules hold only new parameters (peft's LoRA factors, IA3 vectors, soft prompts, the trained
+    copies of ``modules_to_save``); a pretrained parameter that stays trainable (peft's ``bias: all``) keeps
+    its own, unflagged module, so it counts as pretrained.
+    """
+    for module in model.modules():
+        own = list(module.parameters(recurse=False))
+        if own and not any(id(param) in pretrained for param in own):
+            mark_added(module)
+
+
 def added_parameter_names(model: nn.Module) -> set[str]:
     """Names of the parameters that live in modules flagged by :func:`mark_added`."""
     names: set[str] = set()
     for module_name, module in model.named_modules():
-        if getattr(module, ADDED_FLAG, False):
+        # The module's own attribute: peft's wrappers forward unknown attributes to the module they wrap,
+        # so getattr would report a wrapper (and the original module inside it) as flagged.
+        if vars(module).get(ADDED_FLAG, False):
             prefix = f"{module_name}." if module_name else ""
             names.update(prefix + name for name, _ in module.named_parameters())
     return names

@@ -8,16 +8,17 @@ actually run (accumulation, fast_dev_run and limits included) and the call after
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
+import peft
 from lightning.pytorch import Callback
-from peft import AdaLoraConfig, PeftConfig
 from torch import nn
 
 from peftbench.errors import ConfigError
-from peftbench.methods.base import METHODS
-from peftbench.methods.peft_tuner import PeftTuner
+from peftbench.methods.base import METHODS, knob
+from peftbench.methods.peft_tuner import PEFT_PREFIX, PeftTuner, PeftTunerConfig
 
 
 class AdaLoraAllocation(Callback):
@@ -61,30 +62,38 @@ class AdaLoraAllocation(Callback):
         self.calls += 1
 
 
-@METHODS.register
-class AdaLora(PeftTuner):
-    def __init__(
-        self,
-        name: str,
-        peft_config: PeftConfig,
-        tinit_ratio: float = 0.1,
-        tfinal_ratio: float = 0.2,
-        optimizer_class: str | None = None,
-    ) -> None:
-        if not isinstance(peft_config, AdaLoraConfig):
+@dataclass
+class AdaLoraTunerConfig(PeftTunerConfig):
+    """The peft bridge's knobs plus AdaLoRA's schedule, as shares of the steps the trainer will run."""
+
+    tinit_ratio: float = knob(
+        0.1, help="share of the optimizer steps before pruning starts (peft's tinit)", ge=0, lt=1
+    )
+    tfinal_ratio: float = knob(
+        0.2, help="share of the steps at the end with the final ranks (peft's tfinal)", ge=0, lt=1
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.peft_config, peft.AdaLoraConfig):
             raise ConfigError(
-                f"method.peft_config: expected peft.AdaLoraConfig, got {type(peft_config).__name__}"
+                f"{PEFT_PREFIX}: expected peft.AdaLoraConfig, got {type(self.peft_config).__name__}"
             )
-        for key, value in (("tinit_ratio", tinit_ratio), ("tfinal_ratio", tfinal_ratio)):
-            if not 0.0 <= value < 1.0:
-                raise ConfigError(f"method.{key}={value}: must be in [0, 1)")
-        if tinit_ratio + tfinal_ratio >= 1.0:
+        if self.tinit_ratio + self.tfinal_ratio >= 1.0:
             raise ConfigError(
-                f"method.tinit_ratio + method.tfinal_ratio = {tinit_ratio + tfinal_ratio}: must be < 1 "
+                f"method.tinit_ratio + method.tfinal_ratio = {self.tinit_ratio + self.tfinal_ratio}: must be < 1 "
                 "(the budget phase needs steps)"
             )
-        super().__init__(name, peft_config, optimizer_class)
-        self.allocation = AdaLoraAllocation(tinit_ratio, tfinal_ratio)
+
+
+@METHODS.register
+class AdaLora(PeftTuner):
+    Config = AdaLoraTunerConfig
+    config: AdaLoraTunerConfig
+
+    def __init__(self, name: str, config: AdaLoraTunerConfig | None = None, **knobs: Any) -> None:
+        super().__init__(name, config, **knobs)
+        self.allocation = AdaLoraAllocation(self.config.tinit_ratio, self.config.tfinal_ratio)
 
     def callbacks(self) -> list[Callback]:
         return [self.allocation]

@@ -4,13 +4,24 @@ A method transforms the model (freezes, unfreezes, injects modules) and may cont
 small hooks, optimizer parameter groups, an optimizer class, an extra loss term and Lightning
 callbacks for per-step work. The LightningModule only calls these hooks; it never asks which
 method it is running. Regularizers use the same hooks (they just never transform the model).
+
+A method's knobs are a dataclass (its ``Config``), as peft's tuners have: each field carries its
+help string and the rules one generic check applies (``knob(..., gt=0)``), so a bad value stops
+with one line, ``method.<key>=<value>: <what is allowed>``, before any weights load. Unknown keys
+and wrong types are ``peftbench.config.dataclass_from_cfg``'s part of the same check.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+import functools
+import operator
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from lightning.pytorch import Callback
@@ -19,19 +30,148 @@ from torch import nn
 from peftbench.errors import ConfigError  # noqa: F401  (re-exported for method modules)
 from peftbench.registry import Registry
 
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
+
 NO_DECAY_KEYWORDS = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight", "norm.weight")
+
+# --- typed knobs ----------------------------------------------------------------------------------------
+# The bound rules a knob may declare, and how each reads in an error (the interval's bracket).
+BOUNDS: dict[str, tuple[Callable[[Any, Any], bool], str]] = {
+    "gt": (operator.gt, "("),
+    "ge": (operator.ge, "["),
+    "lt": (operator.lt, ")"),
+    "le": (operator.le, "]"),
+}
+SYMBOLS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+
+
+def knob(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,  # noqa: A002  (peft's and argparse's name for it)
+    default_factory: Any = dataclasses.MISSING,
+    choices: Sequence[Any] | None = None,
+    **bounds: float,
+) -> Any:
+    """A knob's dataclass field: ``field(default, metadata={"help": ..., <rules>})``.
+
+    Rules: ``gt``/``ge``/``lt``/``le`` bounds for numbers, ``choices`` for values a type cannot list
+    (a ``Literal`` annotation lists fixed ones and is checked with the type). No default: required.
+    """
+    unknown = sorted(set(bounds) - set(BOUNDS))
+    if unknown:
+        raise TypeError(f"knob(): unknown rule(s) {unknown}; allowed: {', '.join(BOUNDS)}, choices")
+    metadata: dict[str, Any] = {"help": help, **bounds}
+    if choices is not None:
+        metadata["choices"] = tuple(choices)
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def integer_annotation(annotation: Any) -> bool:
+    """``int`` or ``int | None``: the error then asks for an integer rather than a number."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return all(arg in (int, type(None)) for arg in typing.get_args(annotation))
+    return annotation is int
+
+
+def check_value(path: str, value: Any, rules: Mapping[str, Any], integer: bool = False) -> None:
+    """Raise ``<path>=<value>: <what is allowed>`` when ``value`` breaks a rule of ``rules`` (a knob's metadata).
+
+    None always passes: it is an optional knob left unset, and whether None is allowed at all is the type's
+    question (``dataclass_from_cfg``), not a rule's.
+    """
+    if value is None:
+        return
+    choices = rules.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{path}={value!r}: allowed {', '.join(str(c) for c in choices)}")
+    bounds = {rule: rules[rule] for rule in BOUNDS if rule in rules}
+    if not bounds:
+        return
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if integer:
+        number = number and isinstance(value, int)
+    if not number or not all(BOUNDS[rule][0](value, bound) for rule, bound in bounds.items()):
+        noun = "an integer" if integer else "a number"
+        raise ConfigError(f"{path}={value!r}: expected {noun} {describe_bounds(bounds)}")
+
+
+def describe_bounds(bounds: Mapping[str, float]) -> str:
+    """``in (0, 1]`` for two bounds, ``> 0`` for one."""
+    lower = next(((rule, bounds[rule]) for rule in ("gt", "ge") if rule in bounds), None)
+    upper = next(((rule, bounds[rule]) for rule in ("lt", "le") if rule in bounds), None)
+    if lower and upper:
+        return f"in {BOUNDS[lower[0]][1]}{lower[1]:g}, {upper[1]:g}{BOUNDS[upper[0]][1]}"
+    rule, bound = lower or upper  # type: ignore[misc]
+    return f"{SYMBOLS[rule]} {bound:g}"
+
+
+@functools.cache
+def _annotations(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
 @dataclass
+class Knobs:
+    """Base of every knob dataclass: ``__post_init__`` applies each field's rules (see ``knob``).
+
+    Subclasses with cross-field checks extend ``__post_init__`` and call this one first.
+    """
+
+    PREFIX: ClassVar[str] = ""  # the config key the knobs live under, named in every error
+
+    def __post_init__(self) -> None:
+        hints = _annotations(type(self))
+        for spec in dataclasses.fields(self):
+            path = f"{self.PREFIX}.{spec.name}" if self.PREFIX else spec.name
+            check_value(path, getattr(self, spec.name), spec.metadata, integer_annotation(hints[spec.name]))
+
+
+@dataclass
+class MethodConfig(Knobs):
+    """A method's knobs: the keys of its YAML other than ``name``, ``impl`` and ``meta``. No fields: no knobs."""
+
+    PREFIX: ClassVar[str] = "method"
+
+
+class Configurable:
+    """A component built from its label and its typed knobs: ``Cls(name, Cls.Config(...))``.
+
+    Python callers may pass the knobs as keywords instead (``Cls(name, density=0.1)``); the rules run either
+    way. ``peftbench.methods.build`` builds the config from YAML with unknown-key and type checks first.
+    """
+
+    Config: ClassVar[type[Knobs]] = Knobs
+
+    def __init__(self, name: str, config: Knobs | None = None, **knobs: Any) -> None:
+        if config is None:
+            config = self.Config(**knobs)
+        elif knobs:
+            raise TypeError(f"{type(self).__name__}: pass a {self.Config.__name__} or knobs, not both")
+        elif not isinstance(config, self.Config):
+            raise TypeError(
+                f"{type(self).__name__} takes a {self.Config.__name__}, got {type(config).__name__}"
+            )
+        self.name = name
+        self.config = config
+
+
+# --- what a method sees of the backbone -------------------------------------------------------------------
+@dataclass
 class ModelContext:
-    """What a method needs to know about the backbone it transforms."""
+    """What a method needs to know about the backbone it transforms (built by ``build.model_context``)."""
 
     architecture: str  # family name, e.g. "bert", "llama"
     head_modules: list[str]  # task head module names: always trainable, saved with the adapter
     layers_path: str  # dotted path of the transformer block list, e.g. "bert.encoder.layer"
     num_layers: int
     task_type: str  # peft TaskType name, e.g. "SEQ_CLS"
-    extra: dict[str, Any] = field(default_factory=dict)
+    # For checks before any weights load:
+    hf_config: PretrainedConfig | None = None  # the architecture (meta-device dry runs of an injection)
+    max_length: int | None = None  # task.max_length: the longest input the task feeds the model
+    max_positions: int | None = None  # model.max_positions: the longest the position embeddings allow
+    auto_model_class: type | None = None  # the task kind's transformers Auto class (the dry runs build it)
 
 
 class TrainingHooks:
@@ -49,11 +189,17 @@ class TrainingHooks:
         return []
 
 
-class Method(TrainingHooks):
-    """Base class for every method; subclasses register with ``@METHODS.register``."""
+class Method(Configurable, TrainingHooks):
+    """Base class for every method; subclasses register with ``@METHODS.register`` and name their knobs'
+    dataclass in ``Config`` (a ``MethodConfig`` subclass; the default has none).
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    A method that injects modules flags them with ``peftbench.methods._common.mark_added``: that is how the
+    rest of the run (the L2-SP regularizer) tells weights without a pretrained value from pretrained ones,
+    without asking which method made the model.
+    """
+
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    config: MethodConfig
 
     # --- before any model loads -------------------------------------------------------------
     def validate(self, context: ModelContext) -> None:

@@ -22,6 +22,7 @@ no bottleneck adapter.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,7 +31,7 @@ from transformers.activations import ACT2FN
 
 from peftbench.errors import ConfigError
 from peftbench.methods._common import in_modules, mark_added, transformer_layers
-from peftbench.methods.base import METHODS, Method, ModelContext
+from peftbench.methods.base import METHODS, Method, MethodConfig, ModelContext, knob
 from peftbench.methods.head_only import set_head_trainable
 
 
@@ -63,66 +64,54 @@ class AdaptedOutput(nn.Module):
         return self.adapter(self.base(*args, **kwargs))
 
 
-@METHODS.register
-class BottleneckAdapterMethod(Method):
-    def __init__(
-        self,
-        name: str,
-        sites: list[str | None],
-        reduction_factor: int = 16,
-        bottleneck_size: int | None = None,
-        nonlinearity: str = "relu",
-        init_std: float = 1e-2,
-        train_layernorm: bool = False,
-        layernorm_modules: list[str] | None = None,
-    ) -> None:
-        super().__init__(name)
-        if not sites:
+@dataclass
+class BottleneckAdapterConfig(MethodConfig):
+    sites: list[str | None] = knob(
+        help="module paths inside each block whose output gets an adapter (the model YAML's adapter_points)"
+    )
+    reduction_factor: int | float = knob(16, help="adapter width = hidden // reduction_factor", gt=0)
+    bottleneck_size: int | None = knob(
+        None, help="the width itself (papers state it so); overrides reduction_factor", ge=1
+    )
+    nonlinearity: str = knob(
+        "relu", help="activation in the bottleneck (a transformers ACT2FN name)", choices=sorted(ACT2FN)
+    )
+    init_std: float = knob(
+        1e-2, help="std of both projections' truncated-normal init (0 would leave the adapter dead)", gt=0
+    )
+    train_layernorm: bool = knob(False, help="also train the layer norms (Houlsby et al.)")
+    layernorm_modules: list[str] = knob(
+        default_factory=list, help="which modules are the layer norms (model YAML)"
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.sites:
             raise ConfigError("method.sites=[]: name at least one adapter site (see model.adapter_points)")
-        if any(site is None for site in sites):
+        if any(site is None for site in self.sites):
             raise ConfigError(
-                f"method.sites={sites}: a site is null: this model's YAML sets no model.adapter_points "
+                f"method.sites={self.sites}: a site is null: this model's YAML sets no model.adapter_points "
                 "for it, so this adapter recipe cannot be placed (add the module path inside a block)"
             )
-        if (
-            isinstance(reduction_factor, bool)
-            or not isinstance(reduction_factor, int | float)
-            or reduction_factor <= 0
-        ):
-            raise ConfigError(f"method.reduction_factor={reduction_factor!r}: expected a number > 0")
-        if bottleneck_size is not None and (
-            isinstance(bottleneck_size, bool) or not isinstance(bottleneck_size, int) or bottleneck_size < 1
-        ):
-            raise ConfigError(
-                f"method.bottleneck_size={bottleneck_size!r}: expected an integer >= 1 (or null)"
-            )
-        if nonlinearity not in ACT2FN:
-            raise ConfigError(f"method.nonlinearity={nonlinearity!r}: allowed {sorted(ACT2FN)}")
-        if isinstance(init_std, bool) or not isinstance(init_std, int | float) or init_std <= 0:
-            raise ConfigError(
-                f"method.init_std={init_std!r}: expected a number > 0 (0 would make the adapter dead)"
-            )
-        if train_layernorm and not layernorm_modules:
+        if self.train_layernorm and not self.layernorm_modules:
             raise ConfigError("method.layernorm_modules: empty while method.train_layernorm=true")
-        self.sites = list(sites)
-        self.reduction_factor = reduction_factor
-        self.bottleneck_size = bottleneck_size
-        self.nonlinearity = nonlinearity
-        self.init_std = float(init_std)
-        self.train_layernorm = train_layernorm
-        self.layernorm_modules = list(layernorm_modules or [])
+
+
+@METHODS.register
+class BottleneckAdapterMethod(Method):
+    Config = BottleneckAdapterConfig
+    config: BottleneckAdapterConfig
 
     def apply(self, model: nn.Module, context: ModelContext) -> nn.Module:
         model.requires_grad_(False)
         for block in transformer_layers(model, context.layers_path):
-            for site in self.sites:
+            for site in self.config.sites:
                 self._insert(block, site, context)
-        if self.train_layernorm:
-            norms = [p for n, p in model.named_parameters() if in_modules(n, self.layernorm_modules)]
+        if self.config.train_layernorm:
+            modules = self.config.layernorm_modules
+            norms = [p for n, p in model.named_parameters() if in_modules(n, modules)]
             if not norms:
-                raise ConfigError(
-                    f"method.layernorm_modules={self.layernorm_modules}: match no module of the model"
-                )
+                raise ConfigError(f"method.layernorm_modules={modules}: match no module of the model")
             for param in norms:
                 param.requires_grad_(True)
         set_head_trainable(model, context.head_modules)
@@ -140,13 +129,13 @@ class BottleneckAdapterMethod(Method):
         if hidden is None:
             raise ConfigError(f"method.sites: '{site}' is a {type(target).__name__}; expected a linear layer")
         # Papers state the width directly (LoRA's Table 9: adapter r=8/16/64); else it follows the hidden size.
-        bottleneck = self.bottleneck_size or int(hidden // self.reduction_factor)
+        bottleneck = self.config.bottleneck_size or int(hidden // self.config.reduction_factor)
         if bottleneck < 1:
             raise ConfigError(
-                f"method.reduction_factor={self.reduction_factor}: leaves no bottleneck width for hidden size {hidden}"
+                f"method.reduction_factor={self.config.reduction_factor}: leaves no bottleneck width for hidden size {hidden}"
             )
         reference = target.weight
-        adapter = BottleneckAdapter(hidden, bottleneck, self.nonlinearity, self.init_std)
+        adapter = BottleneckAdapter(hidden, bottleneck, self.config.nonlinearity, self.config.init_std)
         adapter.to(device=reference.device, dtype=reference.dtype)
         parent_name, _, leaf = site.rpartition(".")
         parent = block.get_submodule(parent_name) if parent_name else block

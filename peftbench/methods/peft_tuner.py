@@ -1,25 +1,34 @@
 """The bridge to Hugging Face peft: any peft tuner runs from YAML alone.
 
 A method YAML names ``impl: peft_tuner`` and a ``peft_config`` with a ``_target_`` such as
-``peft.LoraConfig``; Hydra instantiates it and this class injects it. The task head is added to
-``modules_to_save`` so it trains and is saved with the adapter. Models loaded in 4 bit get peft's
-k-bit preparation; a YAML may name an optimizer class (e.g. paged AdamW for QLoRA).
+``peft.LoraConfig``; this class injects it. The task head is added to ``modules_to_save`` so it trains
+and is saved with the adapter. Models loaded in 4 bit get peft's k-bit preparation; a YAML may name an
+optimizer class (e.g. paged AdamW for QLoRA).
 
-Knob checks peft leaves to injection time (or never makes) happen in ``__init__`` and ``validate``,
-so a bad value stops before any weight loads with one ConfigError line.
+peft's config dataclasses are the knobs' types and documentation: ``peft_config`` is checked against the
+named class's own fields (unknown keys, types) and then against the few rules peft leaves to injection
+time or never checks (``PEFT_KNOB_RULES``, by field name, for every tuner that has the field), so a bad
+value stops before any weight loads with one ConfigError line. Checks that need the architecture
+(target modules that match nothing, soft prompts that overflow the positions) run in ``validate``.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
+import importlib
 import inspect
 import logging
 import tempfile
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import get_class
+from hydra.utils import get_class, instantiate
 from peft import (
     PeftConfig,
     PeftModel,
@@ -32,54 +41,133 @@ from peft import (
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from peftbench.config import dataclass_from_cfg
 from peftbench.errors import ConfigError
-from peftbench.methods.base import METHODS, Method, ModelContext
+from peftbench.methods._common import mark_created
+from peftbench.methods.base import (
+    METHODS,
+    Method,
+    MethodConfig,
+    ModelContext,
+    check_value,
+    integer_annotation,
+    knob,
+)
 
 log = logging.getLogger("peftbench")
 
-# Allowed values of knobs that peft does not check itself (or checks only once the model is loaded).
-BIAS_CHOICES = {"LoraConfig": ("none", "all", "lora_only"), "AdaLoraConfig": ("none", "all", "lora_only"),
-                "VeraConfig": ("none", "all", "vera_only")}  # fmt: skip
-RANK_KEYS = ("r", "init_r", "target_r", "num_virtual_tokens")  # each must be a positive integer
+PEFT_PREFIX = "method.peft_config"
+# What peft leaves unchecked until injection (or never checks), declared once by field name: it applies to
+# every peft config class that has the field.
+PEFT_KNOB_RULES: dict[str, dict[str, Any]] = {
+    **{key: {"gt": 0} for key in ("r", "init_r", "target_r", "num_virtual_tokens")},
+    **{
+        key: {"ge": 0.0, "lt": 1.0}
+        for key in ("lora_dropout", "vera_dropout", "rank_dropout", "module_dropout", "encoder_dropout")
+    },
+}
+# Rules for one config class: VeRA types `bias` as a plain str (LoRA's Literal is checked as its type; the
+# rule repeats it for configs built in Python, which skip the type check).
+PEFT_CLASS_RULES: dict[str, dict[str, dict[str, Any]]] = {
+    "LoraConfig": {"bias": {"choices": ("none", "all", "lora_only")}},
+    "AdaLoraConfig": {"bias": {"choices": ("none", "all", "lora_only")}},
+    "VeraConfig": {"bias": {"choices": ("none", "all", "vera_only")}},
+}
+# peft annotates init_lora_weights with a Literal whose "pissa_niter_[number of iters]" is a placeholder, so a
+# literal check would refuse pissa_niter_16: the field is type-checked as bool | str instead.
+PEFT_LOOSE_TYPES: dict[str, Any] = {"init_lora_weights": bool | str}
 REWRITING_INITS = ("pissa", "olora", "corda")  # LoRA inits that move part of the base weight into the adapter
-DROPOUT_KEYS = ("lora_dropout", "vera_dropout", "rank_dropout", "module_dropout", "encoder_dropout")
+
+
+@dataclass
+class PeftTunerConfig(MethodConfig):
+    peft_config: Any = knob(
+        help="a peft config: `_target_: peft.LoraConfig` (any peft.*Config) and its fields, documented by peft"
+    )
+    optimizer_class: str | None = knob(
+        None, help="import path of an optimizer the method needs (QLoRA: bitsandbytes.optim.PagedAdamW)"
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.peft_config = peft_config_from(self.peft_config)
+
+
+def peft_config_from(value: Any) -> PeftConfig:
+    """A checked peft config from a YAML node (``_target_`` + fields) or an already built one."""
+    if isinstance(value, PeftConfig):
+        check_peft_knobs(type(value), {f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
+        return value
+    if not isinstance(value, Mapping) or not value.get("_target_"):
+        raise ConfigError(f"{PEFT_PREFIX}={value!r}: expected a peft config (e.g. _target_: peft.LoraConfig)")
+    target = str(value["_target_"])
+    module_name, _, class_name = target.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError):
+        cls = None
+    if not (isinstance(cls, type) and issubclass(cls, PeftConfig)):
+        raise ConfigError(f"{PEFT_PREFIX}._target_={target}: not a peft config class (e.g. peft.LoraConfig)")
+    # Nested configs (loftq_config, eva_config, ...) may name their own class.
+    fields = {
+        key: instantiate(item) if isinstance(item, Mapping) and "_target_" in item else item
+        for key, item in value.items()
+        if key != "_target_"
+    }
+    dataclass_from_cfg(_field_types(cls), fields, PEFT_PREFIX)  # unknown keys and types, peft's annotations
+    check_peft_knobs(cls, fields)
+    try:
+        return cls(**fields)
+    except (TypeError, ValueError) as error:  # peft's own __post_init__ checks: one line, not a traceback
+        raise ConfigError(f"{PEFT_PREFIX} ({cls.__name__}): {' '.join(str(error).split())}") from None
+
+
+def check_peft_knobs(cls: type[PeftConfig], values: Mapping[str, Any]) -> None:
+    """The rules peft lacks, on the given values of a ``cls`` config."""
+    hints = _field_types(cls).__annotations__
+    class_rules = PEFT_CLASS_RULES.get(cls.__name__, {})
+    for key, value in values.items():
+        rules = {**PEFT_KNOB_RULES.get(key, {}), **class_rules.get(key, {})}
+        if rules:
+            check_value(f"{PEFT_PREFIX}.{key}", value, rules, integer_annotation(hints.get(key)))
+
+
+@functools.cache
+def _field_types(cls: type[PeftConfig]) -> type:
+    """A dataclass with ``cls``'s init fields and annotations (``PEFT_LOOSE_TYPES`` loosened), all optional:
+    what ``dataclass_from_cfg`` checks a YAML node against before peft builds the real config."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # an annotation this peft version cannot resolve: check keys only, not types
+        hints = {}
+    spec = [
+        (f.name, PEFT_LOOSE_TYPES.get(f.name, hints.get(f.name, Any)), dataclasses.field(default=None))
+        for f in dataclasses.fields(cls)
+        if f.init
+    ]
+    return dataclasses.make_dataclass(f"{cls.__name__}Fields", spec)
 
 
 @METHODS.register
 class PeftTuner(Method):
-    def __init__(self, name: str, peft_config: PeftConfig, optimizer_class: str | None = None) -> None:
-        super().__init__(name)
-        if not isinstance(peft_config, PeftConfig):
-            raise ConfigError(
-                f"method.peft_config={peft_config!r}: expected a peft config (e.g. _target_: peft.LoraConfig)"
-            )
-        self.peft_config = peft_config
-        self._optimizer_class_path = optimizer_class
+    Config = PeftTunerConfig
+    config: PeftTunerConfig
+
+    def __init__(self, name: str, config: PeftTunerConfig | None = None, **knobs: Any) -> None:
+        super().__init__(name, config, **knobs)
+        path = self.config.optimizer_class
+        self._optimizer_class = _resolve_optimizer(path) if path else None
         self._initial_adapter: dict[str, torch.Tensor] | None = None
-        self._optimizer_class = _resolve_optimizer(optimizer_class) if optimizer_class else None
-        self._check_knobs()
+
+    @property
+    def peft_config(self) -> PeftConfig:
+        return self.config.peft_config
 
     # --- checks before any weight loads -------------------------------------------------------------
-    def _check_knobs(self) -> None:
-        config, kind = self.peft_config, type(self.peft_config).__name__
-        for key in RANK_KEYS:
-            value = getattr(config, key, None)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-                raise ConfigError(f"method.peft_config.{key}={value!r}: must be a positive integer")
-        for key in DROPOUT_KEYS:
-            value = getattr(config, key, None)
-            if value is not None and not (0.0 <= value < 1.0):
-                raise ConfigError(f"method.peft_config.{key}={value!r}: must be in [0, 1)")
-        bias = getattr(config, "bias", None)
-        if kind in BIAS_CHOICES and bias not in BIAS_CHOICES[kind]:
-            raise ConfigError(f"method.peft_config.bias={bias!r}: allowed {', '.join(BIAS_CHOICES[kind])}")
-
     def validate(self, context: ModelContext) -> None:
         task_type = getattr(self.peft_config.task_type, "value", self.peft_config.task_type)
         if task_type is not None and task_type != context.task_type:
-            raise ConfigError(
-                f"method.peft_config.task_type={task_type}: this task needs {context.task_type}"
-            )
+            raise ConfigError(f"{PEFT_PREFIX}.task_type={task_type}: this task needs {context.task_type}")
         if self.peft_config.is_prompt_learning:
             self._validate_prompt(context)
         else:
@@ -88,26 +176,26 @@ class PeftTuner(Method):
     def _validate_prompt(self, context: ModelContext) -> None:
         """Virtual tokens take position slots: input plus prompt must fit the position embeddings."""
         tokens = self.peft_config.num_virtual_tokens
-        max_length, max_positions = context.extra.get("max_length"), context.extra.get("max_positions")
+        max_length, max_positions = context.max_length, context.max_positions
         if max_length is not None and max_positions is not None and max_length + tokens > max_positions:
             raise ConfigError(
-                f"method.peft_config.num_virtual_tokens={tokens}: task.max_length ({max_length}) + virtual "
+                f"{PEFT_PREFIX}.num_virtual_tokens={tokens}: task.max_length ({max_length}) + virtual "
                 f"tokens must be <= model.max_positions ({max_positions})"
             )
 
     def _validate_targets(self, context: ModelContext) -> None:
         """Dry-run the injection on a weightless (meta-device) copy of the architecture: peft's own
         matching decides, so target names that match nothing fail here instead of after loading."""
-        hf_config = context.extra.get("hf_config")
-        if hf_config is None:
+        if context.hf_config is None:
             return
-        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+        auto_class = context.auto_model_class
+        if auto_class is None:  # a context built by hand (tests): the class the peft task type implies
+            from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-        auto_class = (
-            AutoModelForCausalLM if context.task_type == "CAUSAL_LM" else AutoModelForSequenceClassification
-        )
+            causal = context.task_type == "CAUSAL_LM"
+            auto_class = AutoModelForCausalLM if causal else AutoModelForSequenceClassification
         with torch.device("meta"):
-            skeleton = auto_class.from_config(copy.deepcopy(hf_config))
+            skeleton = auto_class.from_config(copy.deepcopy(context.hf_config))
         try:
             get_peft_model(skeleton, self._config_for(context), low_cpu_mem_usage=True)
         except ValueError as error:
@@ -115,7 +203,7 @@ class PeftTuner(Method):
             targets = getattr(self.peft_config, "target_modules", None)
             targets = sorted(targets) if isinstance(targets, set | frozenset) else targets
             raise ConfigError(
-                f"method.peft_config.target_modules={targets!r}: {reason} (use a model.target_modules "
+                f"{PEFT_PREFIX}.target_modules={targets!r}: {reason} (use a model.target_modules "
                 "set or module names of this model)"
             ) from None
 
@@ -136,7 +224,9 @@ class PeftTuner(Method):
             )
         if self.peft_config.peft_type == PeftType.PREFIX_TUNING:
             _accept_past_key_values(model)
+        pretrained = {id(param) for param in model.parameters()}
         model = get_peft_model(model, self._config_for(context))
+        mark_created(model, pretrained)  # what peft injected is new: L2-SP and friends read the flags
         init = str(getattr(self.peft_config, "init_lora_weights", "")).lower()
         if init.startswith(REWRITING_INITS):  # keep the initial adapter: export converts against it
             self._initial_adapter = {

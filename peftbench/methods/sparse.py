@@ -26,7 +26,8 @@ Why masked entries stay bit-identical (no library offers fixed masks for arbitra
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -35,37 +36,35 @@ from torch import nn
 
 from peftbench.errors import ConfigError
 from peftbench.methods._common import in_modules
-from peftbench.methods.base import METHODS, Method, ModelContext, logical_numel
+from peftbench.methods.base import METHODS, Method, MethodConfig, ModelContext, knob, logical_numel
 
-SELECTIONS = ("magnitude", "random", "fisher")
-SCOPES = ("per_tensor", "global")
+
+@dataclass
+class SparseConfig(MethodConfig):
+    density: float = knob(
+        help="share of the backbone's entries that train (0.005 = the paper's 0.5 %)", gt=0, le=1
+    )
+    selection: Literal["magnitude", "random", "fisher"] = knob(
+        "fisher", help="how entries are chosen: largest |w|, uniform scores, or squared task-loss gradients"
+    )
+    scope: Literal["per_tensor", "global"] = knob(
+        "per_tensor", help="keep density of every tensor (at least 1 entry), or rank all entries together"
+    )
+    fisher_batches: int = knob(
+        8, help="training batches summed for the Fisher scores (selection=fisher)", ge=1
+    )
+    mask_seed: int = knob(
+        0, help="seed of the random scores (selection=random); the YAML passes the run's seed"
+    )
 
 
 @METHODS.register
 class SparseFineTuning(Method):
-    def __init__(
-        self,
-        name: str,
-        density: float,
-        selection: str = "fisher",
-        scope: str = "per_tensor",
-        fisher_batches: int = 8,
-        mask_seed: int = 0,
-    ) -> None:
-        super().__init__(name)
-        if isinstance(density, bool) or not isinstance(density, int | float) or not 0 < density <= 1:
-            raise ConfigError(f"method.density={density!r}: expected a number in (0, 1]")
-        if selection not in SELECTIONS:
-            raise ConfigError(f"method.selection={selection!r}: allowed {list(SELECTIONS)}")
-        if scope not in SCOPES:
-            raise ConfigError(f"method.scope={scope!r}: allowed {list(SCOPES)}")
-        if isinstance(fisher_batches, bool) or not isinstance(fisher_batches, int) or fisher_batches < 1:
-            raise ConfigError(f"method.fisher_batches={fisher_batches!r}: expected an integer >= 1")
-        self.density = float(density)
-        self.selection = selection
-        self.scope = scope
-        self.fisher_batches = fisher_batches
-        self.mask_seed = int(mask_seed)
+    Config = SparseConfig
+    config: SparseConfig
+
+    def __init__(self, name: str, config: SparseConfig | None = None, **knobs: Any) -> None:
+        super().__init__(name, config, **knobs)
         self.head_modules: list[str] = []
         self.masks: dict[str, torch.Tensor] | None = None  # name -> bool, True = trains; built at fit start
 
@@ -84,14 +83,14 @@ class SparseFineTuning(Method):
         ]
 
     def _budget(self, numel: int) -> int:
-        return max(1, round(self.density * numel))
+        return max(1, round(self.config.density * numel))
 
     def trainable_parameter_count(self, model: nn.Module) -> int:
         """Unmasked entries plus the dense head; known from the budget before the mask is built."""
         masked = self.masked_parameters(model)
         if self.masks is not None:
             free = sum(int(self.masks[name].sum()) for name, _ in masked)
-        elif self.scope == "per_tensor":
+        elif self.config.scope == "per_tensor":
             free = sum(self._budget(logical_numel(p)) for _, p in masked)
         else:
             free = self._budget(sum(logical_numel(p) for _, p in masked))
@@ -106,20 +105,20 @@ class SparseFineTuning(Method):
     def scores(self, model: nn.Module, batches: Any = None) -> dict[str, torch.Tensor]:
         """Per-entry importance of every masked tensor (higher = more likely to train)."""
         params = self.masked_parameters(model)
-        if self.selection == "magnitude":
+        if self.config.selection == "magnitude":
             return {name: p.detach().abs().float() for name, p in params}
-        if self.selection == "random":
-            generator = torch.Generator().manual_seed(self.mask_seed)
+        if self.config.selection == "random":
+            generator = torch.Generator().manual_seed(self.config.mask_seed)
             return {name: torch.rand(p.shape, generator=generator).to(p.device) for name, p in params}
         if batches is None:
             raise ConfigError(
                 f"method.selection=fisher: {self.name} needs training batches to estimate Fisher scores"
             )
-        return fisher_scores(model, params, batches, self.fisher_batches)
+        return fisher_scores(model, params, batches, self.config.fisher_batches)
 
     def build_masks(self, scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Choose the entries that train: top scores per tensor or over all tensors (``scope``)."""
-        if self.scope == "per_tensor":
+        if self.config.scope == "per_tensor":
             masks = {name: top_k_mask(score, self._budget(score.numel())) for name, score in scores.items()}
         else:
             flat = torch.cat([score.flatten() for score in scores.values()])
@@ -174,7 +173,7 @@ class SparseMaskCallback(L.Callback):
         model = pl_module.model
         if self.method.masks is None:
             batches = None
-            if self.method.selection == "fisher":
+            if self.method.config.selection == "fisher":
                 if trainer.datamodule is None:
                     raise ConfigError(
                         "method.selection=fisher: needs trainer.fit(..., datamodule=...) for batches"
