@@ -21,9 +21,7 @@ from safetensors.torch import save_file
 
 from peftbench import assemble, init_from, sweeps
 from peftbench import config as _config  # noqa: F401  (registers the config resolvers)
-from peftbench.assemble import assemble as prepare  # noqa: F401  (the tests' and benches' name, for now)
 from peftbench.errors import ConfigError
-from peftbench.methods.build import build_method, build_regularizers  # noqa: F401  (re-exported for tests)
 from peftbench.metrics.inference import measure_inference
 from peftbench.models.backbone import model_fingerprint
 from peftbench.models.module import PeftBenchModule

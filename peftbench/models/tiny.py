@@ -13,8 +13,11 @@ from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, process
 from tokenizers.models import WordPiece
 from transformers import PreTrainedTokenizerFast
 
+from peftbench.tasks.synthetic import NEGATIVE, POSITIVE
+
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-# Words the synthetic task draws from, plus common English function words.
+# Common English function words and review vocabulary, the synthetic task's cue words (imported, so the two
+# never drift apart), and the question/arithmetic words of the generation fixtures. Order fixes the token ids.
 COMMON_WORDS = [
     "the",
     "a",
@@ -74,29 +77,8 @@ COMMON_WORDS = [
     "music",
     "ending",
     "character",
-    "good",
-    "great",
-    "fine",
-    "wonderful",
-    "brilliant",
-    "moving",
-    "funny",
-    "charming",
-    "superb",
-    "enjoyable",
-    "delightful",
-    "bad",
-    "awful",
-    "boring",
-    "dull",
-    "poor",
-    "terrible",
-    "weak",
-    "tedious",
-    "messy",
-    "clumsy",
-    "bland",
-    "lifeless",
+    *POSITIVE,
+    *NEGATIVE,
     "question",
     "answer",
     "what",
