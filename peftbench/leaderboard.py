@@ -430,7 +430,10 @@ def _default_differences(result: RunResult) -> dict[str, Any]:
     lr, default_lr = _dig(config, "optimizer.lr"), defaults.get(lr_key)
     if lr is not None and default_lr is not None and not _same(lr, default_lr):
         out["optimizer.lr"] = lr
-        for key in ("method.meta.lr", "method.lr"):  # the override was the method's lr; optimizer.lr followed it
+        for key in (
+            "method.meta.lr",
+            "method.lr",
+        ):  # the override was the method's lr; optimizer.lr followed it
             if _same(out.get(key), lr):
                 del out[key]
     return out

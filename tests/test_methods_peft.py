@@ -20,7 +20,7 @@ from peftbench.methods._common import added_parameter_names
 from peftbench.methods.build import build_method
 from peftbench.methods.peft_tuner import PeftTuner
 from peftbench.models.backbone import ModelConfig, load_hf_config, load_model, load_tokenizer
-from peftbench.results import RunResult
+from peftbench.results import WEIGHTS_FILE, RunResult
 from peftbench.train import run
 
 HIDDEN, LAYERS, FFN, LABELS = 32, 2, 64, 2  # tiny-bert (conf/model/tiny-bert.yaml)
@@ -210,7 +210,7 @@ def test_export_round_trip(name: str, make_cfg, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     weights = prepared.method.trainable_state_dict(prepared.module.model)
-    save_file({k: v.contiguous() for k, v in weights.items()}, str(run_dir / "trainable.safetensors"))
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(run_dir / WEIGHTS_FILE))
     result = RunResult(
         run_id="r", task="synthetic", model="tiny-bert", method=name, seed=42, status="ok",
         config=OmegaConf.to_container(cfg, resolve=True), output_dir=str(run_dir),

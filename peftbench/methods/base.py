@@ -246,9 +246,11 @@ class Method(Configurable, TrainingHooks):
         """Write the trained weights alone (what ``peftbench-export`` calls the adapter)."""
         from safetensors.torch import save_file
 
+        from peftbench.results import WEIGHTS_FILE
+
         folder.mkdir(parents=True, exist_ok=True)
         weights = {k: v.contiguous().cpu() for k, v in self.trainable_state_dict(model).items()}
-        save_file(weights, str(folder / "trainable.safetensors"))
+        save_file(weights, str(folder / WEIGHTS_FILE))
 
     def merged_model(self, model: nn.Module) -> nn.Module | None:
         """The model with the method folded into plain base weights (may reuse ``model``), or None
