@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
@@ -33,6 +34,7 @@ from peftbench.methods.build import build_method, build_regularizers, model_cont
 from peftbench.metrics import memory
 from peftbench.models.backbone import ModelConfig, load_hf_config, load_model, load_tokenizer
 from peftbench.models.module import PeftBenchModule
+from peftbench.run_config import check_run_config
 from peftbench.tasks.config import TaskConfig
 from peftbench.tasks.datamodule import TaskDataModule
 from peftbench.tasks.metrics import build_metrics
@@ -62,7 +64,9 @@ def parts(cfg: DictConfig, method: Method | None = None) -> RunParts:
 
 
 def check_trainable(cfg: DictConfig, run: RunParts) -> None:
-    """What training needs beyond the parts: a trainer this machine runs, one step budget, a fair selection."""
+    """What training needs beyond the parts: typed run-level knobs (trainer, optimizer on a stand-in, schedule,
+    seed, inference), a trainer this machine runs, one step budget, a fair selection."""
+    check_run_config(cfg)
     sweeps.check_trainer(cfg)
     check_budget(cfg, run.task)
     check_selection(cfg, run.task)
@@ -153,15 +157,18 @@ def assemble(
     memory.reset_peak()
     L.seed_everything(int(cfg.seed), workers=True)
 
-    # Cheap first: architecture, metrics, tokenizer and data come before any weights load.
+    # Cheap first: architecture, metrics, callbacks and loggers, tokenizer and data come before any weights.
     spec = model_spec(run)
     metrics = build_metrics(task.metrics, task.num_labels)  # an unloadable `evaluate` metric stops here
+    callbacks, loggers = run_components(cfg)  # each refuses a bad value of its own here
     tokenizer = load_tokenizer(run.model_cfg)
     datamodule = TaskDataModule(task, tokenizer, seed=int(cfg.seed))
     datamodule.setup()
     epoch_budget = None
     if task.epochs is not None:
         epoch_budget = derive_epoch_budget(cfg, task, datamodule.split_sizes()["train"])
+
+    trainer = build_trainer(cfg, callbacks, loggers)  # after the epoch budget: it sets max_steps
 
     model = load_transformed(run, spec, tokenizer)
     load_figures = memory.peak_mb()
@@ -171,14 +178,26 @@ def assemble(
         else None
     )
     module = build_module(cfg, run, model, metrics, tokenizer)
-    callbacks = instantiate_group(cfg.get("callbacks"))
-    loggers = instantiate_group(cfg.get("logger"))
-    if not loggers:  # Lightning refuses a learning-rate monitor with nothing to log to (logger=none)
-        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return PreparedRun(
         task, run.model_cfg, run.method, module, datamodule, trainer, load_figures, init_record, epoch_budget
     )
+
+
+def run_components(cfg: DictConfig) -> tuple[list[Any], list[Any]]:
+    """The configured callbacks and loggers."""
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"), "logger")
+    if not loggers:  # Lightning refuses a learning-rate monitor with nothing to log to (logger=none)
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    return callbacks, loggers
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Any]) -> L.Trainer:
+    """The Lightning Trainer around the run's callbacks and loggers."""
+    try:
+        return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    except InstantiationException as error:  # Lightning's own checks of its arguments
+        raise ConfigError(f"trainer: {' '.join(str(error.__cause__ or error).split())}") from None
 
 
 def build_module(
@@ -201,11 +220,26 @@ def build_module(
     )
 
 
-def instantiate_group(node: DictConfig | None) -> list[Any]:
-    """Instantiate every ``_target_`` entry of a group like ``callbacks`` or ``logger`` (None entries skip)."""
-    if not node:
-        return []
-    return [instantiate(value) for value in node.values() if value and value.get("_target_")]
+def instantiate_group(node: DictConfig | None, group: str = "callbacks") -> list[Any]:
+    """Instantiate every ``_target_`` entry of a group like ``callbacks`` or ``logger`` (None entries skip).
+
+    A component that refuses its arguments (its own ConfigError, or a TypeError for an unknown one) stops the
+    run with one line naming ``<group>.<entry>``."""
+    built = []
+    for name, value in (node or {}).items():
+        if not value or not value.get("_target_"):
+            continue
+        try:
+            built.append(instantiate(value))
+        except InstantiationException as error:
+            cause = error.__cause__ or error
+            text = " ".join(str(cause).split())
+            if isinstance(
+                cause, ConfigError
+            ):  # "check_every=0: must be >= 1" -> callbacks.budget.check_every=0
+                raise ConfigError(f"{group}.{name}.{text}") from None
+            raise ConfigError(f"{group}.{name} ({value.get('_target_')}): {text}") from None
+    return built
 
 
 def derive_epoch_budget(cfg: DictConfig, task: TaskConfig, train_rows: int) -> dict[str, int]:

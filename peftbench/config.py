@@ -104,20 +104,31 @@ def _check_type(value: Any, annotation: Any) -> bool:
     return True
 
 
+def _type_text(annotation: Any) -> str:
+    """An annotation as a reader knows it: ``int``, ``one of a, b``, ``float or None``."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return "one of " + ", ".join(str(a) for a in typing.get_args(annotation))
+    if isinstance(annotation, type):
+        return "an integer" if annotation is int else f"a {annotation.__name__}"
+    return str(annotation).replace("typing.", "").replace("NoneType", "None")
+
+
 def dataclass_from_cfg(cls: type[T], cfg: DictConfig | dict, prefix: str) -> T:
     """Build dataclass ``cls`` from a config node, naming ``prefix.key`` in every error."""
     data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - fields)
+
+    def dotted(key: str) -> str:  # top-level keys (seed, run_test) have no prefix
+        return f"{prefix}.{key}" if prefix else key
+
     if unknown:
-        raise ConfigError(f"{prefix}.{unknown[0]}: unknown key; allowed: {', '.join(sorted(fields))}")
+        raise ConfigError(f"{dotted(unknown[0])}: unknown key; allowed: {', '.join(sorted(fields))}")
     for key, value in data.items():
         if not _check_type(value, hints[key]):
-            allowed = (
-                typing.get_args(hints[key]) if typing.get_origin(hints[key]) is typing.Literal else hints[key]
-            )
-            raise ConfigError(f"{prefix}.{key}={value!r}: expected {allowed}")
+            allowed = _type_text(hints[key])
+            raise ConfigError(f"{dotted(key)}={value!r}: expected {allowed}")
     try:
         return cls(**data)
     except TypeError as error:  # a required key is missing

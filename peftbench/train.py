@@ -59,11 +59,15 @@ def run(cfg: DictConfig) -> RunResult:
     assemble.check_trainable(cfg, run_parts)
     init_source = init_from.resolve(cfg)  # the earlier run to start from must exist before anything loads
     result = _new_result(cfg, run_id, started_at)
+    record = True
     try:
         prepared = assemble.assemble(cfg, run_parts, init_source)
         result.config = OmegaConf.to_container(cfg, resolve=True)  # with any derived epoch budget
         _fit_and_test(cfg, prepared, result)
         result.status = "ok"
+    except ConfigError:  # found while assembling (the architecture, a callback's knob): not a run either
+        record = False
+        raise
     except BaseException as error:  # BaseException: an interrupted run is `killed`, never a silent `ok`
         result.status = sweeps.failure_status(error)  # killed, failed, diverged or oom
         result.error = sweeps.describe_error(error)
@@ -77,7 +81,7 @@ def run(cfg: DictConfig) -> RunResult:
         if accelerator is not None:
             result.provenance["device"]["accelerator"] = accelerator
         result.fingerprint = config_fingerprint(result, seed_interpolations(cfg))
-        if rank_zero_only.rank == 0:  # under DDP every rank runs this; one result file per run
+        if record and rank_zero_only.rank == 0:  # under DDP every rank runs this; one result file per run
             path = write_result(result, cfg.paths.results_dir)
             result.provenance["result_path"] = str(path)
     return result

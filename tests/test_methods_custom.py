@@ -189,7 +189,7 @@ def test_sparse_rejects_bad_knobs(key, value, make_cfg) -> None:
         ("method.density=lots", "method.density='lots': expected"),  # wrong type (dataclass_from_cfg)
         ("method.density=1.5", "method.density=1.5: expected a number in (0, 1]"),  # out of range (knob rule)
         ("method.fisher_batches=0", "method.fisher_batches=0: expected an integer >= 1"),
-        ("method.scope=layer", "method.scope='layer': expected ('per_tensor', 'global')"),  # a Literal type
+        ("method.scope=layer", "method.scope='layer': expected one of per_tensor, global"),  # a Literal type
         (
             "+method.colour=red",
             "method.colour: unknown key; allowed: density, fisher_batches, mask_seed, scope, selection",

@@ -79,6 +79,12 @@ class AdaLoraTunerConfig(PeftTunerConfig):
             raise ConfigError(
                 f"{PEFT_PREFIX}: expected peft.AdaLoraConfig, got {type(self.peft_config).__name__}"
             )
+        init_r, target_r = self.peft_config.init_r, self.peft_config.target_r
+        if target_r > init_r:  # pruning only lowers ranks: peft fails mid-training (a kthvalue error) otherwise
+            raise ConfigError(
+                f"{PEFT_PREFIX}.target_r={target_r}: must be <= {PEFT_PREFIX}.init_r ({init_r}); AdaLoRA prunes "
+                "ranks from init_r down to an average of target_r"
+            )
         if self.tinit_ratio + self.tfinal_ratio >= 1.0:
             raise ConfigError(
                 f"method.tinit_ratio + method.tfinal_ratio = {self.tinit_ratio + self.tfinal_ratio}: must be < 1 "

@@ -61,6 +61,8 @@ PEFT_PREFIX = "method.peft_config"
 # every peft config class that has the field.
 PEFT_KNOB_RULES: dict[str, dict[str, Any]] = {
     **{key: {"gt": 0} for key in ("r", "init_r", "target_r", "num_virtual_tokens")},
+    # The update's scale (alpha / r): a negative one flips the update's sign, which no recipe means.
+    **{key: {"gt": 0} for key in ("lora_alpha", "alpha")},
     **{
         key: {"ge": 0.0, "lt": 1.0}
         for key in ("lora_dropout", "vera_dropout", "rank_dropout", "module_dropout", "encoder_dropout")

@@ -29,6 +29,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from peftbench.knobs import check_value
 from peftbench.methods.base import logical_numel
 
 FLOPS_FORMULA = "2*N*T + 2*N*T + 2*N_trainable*T (N non-embedding params, T tokens processed incl. padding and soft-prompt tokens)"
@@ -46,6 +47,7 @@ class BudgetCounter(L.Callback):
     """
 
     def __init__(self, check_every: int = 10) -> None:
+        check_value("check_every", check_every, {"ge": 1}, integer=True)  # 0 would divide by zero mid-run
         self.check_every = check_every  # read the divergence flag every N steps (one host sync each)
         self.figures: dict[str, Any] = {}
         self._reset()

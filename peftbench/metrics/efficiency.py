@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from peftbench.knobs import check_value
 from peftbench.methods.base import logical_numel
 from peftbench.metrics import memory
 
@@ -28,6 +29,7 @@ class EfficiencyMonitor(L.Callback):
     """Parameters, training throughput (samples/s, non-padding tokens/s), peak memory, wall time."""
 
     def __init__(self, warmup_steps: int = 5) -> None:
+        check_value("warmup_steps", warmup_steps, {"ge": 0}, integer=True)
         self.warmup_steps = warmup_steps  # timed steps skipped at the start (allocator, autotuning, caches)
         self.figures: dict[str, float] = {}
         self._reset_timers()
