@@ -51,7 +51,27 @@ def load_source(task: TaskConfig) -> DatasetDict:
                 raise AssetMissingError(f"task {task.name}: data file {file} does not exist; {FETCH_HINT}")
             key = "task.path" if task.path else "task.source.data_files"
             raise ConfigError(f"{key}={file}: file does not exist")
-    return load_dataset(kind, data_files=data_files, **options)
+    try:
+        loaded = load_dataset(kind, data_files=data_files, **options)
+    except Exception as error:  # datasets wraps pandas', pyarrow's and json's errors: name the file
+        key = "task.path" if task.path else "task.source.data_files"
+        reason = _reason(error)
+        if "corresponds to no data" in reason:  # datasets' words for a file without a single row
+            raise ConfigError(f"{key}={data_files}: has no rows (empty or header-only file)") from None
+        raise ConfigError(f"{key}={data_files}: cannot be read as {kind} ({reason})") from None
+    for split, dataset in loaded.items():
+        if len(dataset) == 0:
+            key = "task.path" if task.path else "task.source.data_files"
+            raise ConfigError(f"{key}={data_files}: split {split!r} has no rows (empty or header-only file)")
+    return loaded
+
+
+def _reason(error: BaseException) -> str:
+    """The innermost cause's first line: the parser's own words, which name the line or offset it stopped at."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
 def prepare_splits(task: TaskConfig, raw: DatasetDict) -> DatasetDict:
@@ -94,7 +114,9 @@ def prepare_splits(task: TaskConfig, raw: DatasetDict) -> DatasetDict:
                 f"task.split_ratios.{role}={ratio}: cannot carve it from {len(data['train'])} training rows ({error})"
             ) from None
         data["train"], data[role] = parts["train"], parts["test"]
-    return DatasetDict({role: data[role] for role in roles})
+    splits = DatasetDict({role: data[role] for role in roles})
+    task.kind.check_splits(task, splits)
+    return splits
 
 
 def _canonical_columns(task: TaskConfig, dataset: Dataset, split: str) -> Dataset:

@@ -88,6 +88,13 @@ class TaskKind:
         return [] if self.causal_lm else list(model_head_modules)
 
     # --- data ------------------------------------------------------------------------------------------
+    def check_splits(self, task: TaskConfig, splits: DatasetDict) -> None:
+        """What the prepared splits must hold for this kind to train (called once they are carved)."""
+        if len(splits["train"]) == 0:
+            raise ConfigError(
+                f"task.splits.train={task.splits.get('train', 'train')}: the train split has no rows"
+            )
+
     def cast_labels(self, task: TaskConfig, dataset: Dataset, split: str) -> Dataset:
         """The canonical ``label`` column (already selected and renamed) in this kind's type."""
         raise NotImplementedError

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from datasets import ClassLabel, Dataset
+from datasets import ClassLabel, Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase
 
 from peftbench.errors import ConfigError
@@ -48,19 +48,18 @@ class Classification(TaskKind):
         if task.label_map is not None:
             label_map = {str(key): value for key, value in task.label_map.items()}
             allowed = f"task.label_map keys {sorted(label_map)}"
-        elif not all(is_index) and all(str(v) in task.label_names for v in values):
-            label_map = {
-                name: index for index, name in enumerate(task.label_names)
-            }  # labels spelled as names
-            allowed = ""
+            unknown = sorted({str(v) for v in values} - set(label_map))
         else:
-            label_map = None
+            # Raw labels are class indices, the label names, or both; anything else is named as it is.
+            named = [str(v) in task.label_names for v in values]
+            unknown = sorted(
+                str(v) for v, index, name in zip(values, is_index, named, strict=True) if not (index or name)
+            )
             allowed = f"class indices 0..{task.num_labels - 1} or task.label_names {task.label_names}"
-        unknown = (
-            sorted({str(v) for v in values} - set(label_map))
-            if label_map
-            else [str(v) for v, ok in zip(values, is_index, strict=True) if not ok]
-        )
+            label_map = None
+            if any(named) and not all(is_index):  # labels spelled as names (indices pass through)
+                label_map = {name: index for index, name in enumerate(task.label_names)}
+                label_map.update({str(index): index for index in range(task.num_labels)})
         if unknown:
             raise ConfigError(
                 f"task.label_column={task.label_column}: value {unknown[0]!r} in split {split!r} is not a label; "
@@ -71,6 +70,17 @@ class Classification(TaskKind):
                 _map_labels, batched=True, fn_kwargs={"label_map": label_map}, desc="mapping labels"
             )
         return dataset.cast_column("label", ClassLabel(names=task.label_names))
+
+    def check_splits(self, task: TaskConfig, splits: DatasetDict) -> None:
+        """A classifier trained on one class scores 1.0 on a test split of that class and learns nothing."""
+        super().check_splits(task, splits)
+        present = sorted(splits["train"].unique("label"))
+        if len(present) < 2:
+            names = [task.label_names[i] for i in present]
+            raise ConfigError(
+                f"task.label_column={task.label_column}: the train split holds only class {names}; a classifier "
+                f"needs at least 2 of {task.label_names}"
+            )
 
     def predictor(self, task: TaskConfig | None, tokenizer: PreTrainedTokenizerBase | None) -> Predictor:
         return LogitsPredictor(_argmax)
