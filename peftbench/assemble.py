@@ -23,7 +23,7 @@ import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
@@ -59,6 +59,12 @@ def parts(cfg: DictConfig, method: Method | None = None) -> RunParts:
     ``method`` replaces the configured one (tests hand in an instance they inspect).
     """
     task = TaskConfig.from_cfg(cfg.task)
+    inferred = task.kind.infer_labels(task)  # your own file without label names: its classes, read from it
+    if inferred is not None:
+        with open_dict(cfg.task):  # recorded in the result's config like any label setting
+            for key, value in inferred.items():
+                cfg.task[key] = value
+        log.info("task %s: classes read from the train split: %s", task.name, inferred["label_names"])
     model_cfg = ModelConfig.from_cfg(cfg.model)
     return RunParts(task, model_cfg, method or build_method(cfg.method), build_regularizers(cfg))
 

@@ -86,6 +86,8 @@ class TaskDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets is not None:  # Lightning calls setup for fit and again for test
             return
+        if self.task.num_labels is None:  # classes left to the data (assemble.parts records them for a run)
+            self.task.kind.infer_labels(self.task)
         splits = prepare_splits(self.task, load_source(self.task))
         self.datasets = _index_eval_splits(self.task.kind.tokenize(self.task, splits, self.tokenizer))
 

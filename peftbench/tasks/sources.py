@@ -74,6 +74,19 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
+def train_label_values(task: TaskConfig, raw: DatasetDict) -> list[Any]:
+    """The distinct raw values of the label column in the source's train split (before any casting)."""
+    split = task.splits.get("train", "train")
+    if split not in raw:
+        raise ConfigError(f"task.splits.train={split}: source has splits {sorted(raw)}")
+    if task.label_column not in raw[split].column_names:
+        raise ConfigError(
+            f"task.label_column={task.label_column}: no such column in split {split!r}; "
+            f"columns: {raw[split].column_names}"
+        )
+    return raw[split].unique(task.label_column)
+
+
 def prepare_splits(task: TaskConfig, raw: DatasetDict) -> DatasetDict:
     """Rename splits and columns to the canonical ones, cast labels, carve missing splits (stratified where the
     task kind says so: classification keeps its class balance)."""

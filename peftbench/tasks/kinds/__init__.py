@@ -72,6 +72,10 @@ class TaskKind:
                 f"task.generation: set, but task.type={self.name} (only generation tasks use it)"
             )
 
+    def infer_labels(self, task: TaskConfig) -> dict[str, Any] | None:
+        """Label settings read from the data when the config leaves them open (None: nothing to infer)."""
+        return None
+
     def check_labels(self, task: TaskConfig) -> None:
         """Validate the label settings and set ``task.num_labels`` (the head's output count)."""
         raise NotImplementedError

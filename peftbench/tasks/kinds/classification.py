@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict
@@ -15,12 +15,23 @@ if TYPE_CHECKING:
     from peftbench.tasks.config import TaskConfig
 
 
+# Source kinds read from the user's own file, whose classes can be inferred from it.
+LOCAL_KINDS = ("csv", "json", "parquet")
+
+
 @KINDS.register
 class Classification(TaskKind):
     stratify_column = "label"  # carved splits keep the class balance
 
     def check_labels(self, task: TaskConfig) -> None:
+        indices = sorted(task.label_map.values()) if task.label_map else []
+        if not task.label_names and indices == list(range(len(indices))):
+            # A one-to-one map names the classes: its raw values by their index (a many-to-one map needs names).
+            by_index = sorted(task.label_map.items(), key=lambda item: item[1])
+            task.label_names = [str(raw) for raw, _ in by_index]
         if not task.label_names:
+            if task.source.get("kind") in LOCAL_KINDS:
+                return  # your own file: the classes are read from its train split (infer_labels)
             raise ConfigError("task.label_names=[]: a classification task needs its class names")
         if task.num_labels is None:
             task.num_labels = len(task.label_names)
@@ -38,6 +49,28 @@ class Classification(TaskKind):
                 raise ConfigError(
                     f"task.label_map={task.label_map}: values must be class indices 0..{task.num_labels - 1}"
                 )
+
+    def infer_labels(self, task: TaskConfig) -> dict[str, Any] | None:
+        """A local file given without ``label_names`` or ``label_map``: its classes are the sorted unique values of
+        the label column in the train split (numbers, and numeric strings, sort numerically), as HF's
+        text-classification examples infer them. Returns the keys to record in the config, or None."""
+        if task.label_names or task.label_map is not None or task.source.get("kind") not in LOCAL_KINDS:
+            return None
+        from peftbench.tasks.sources import load_source, train_label_values
+
+        values = train_label_values(task, load_source(task))
+        numeric = all(_is_number(v) for v in values)
+        ordered = sorted(values, key=(lambda v: float(v)) if numeric else str)
+        names = [str(v) for v in ordered]
+        if len(names) < 2:
+            raise ConfigError(
+                f"task.label_column={task.label_column}: the train split holds only class {names}; a classifier "
+                "needs at least 2"
+            )
+        task.label_names, task.num_labels = names, len(names)
+        if any(not isinstance(v, str) for v in ordered):  # numbers: mapped to indices by their order
+            task.label_map = {v: i for i, v in enumerate(ordered)}
+        return {"label_names": names, "num_labels": len(names), "label_map": task.label_map}
 
     def cast_labels(self, task: TaskConfig, dataset: Dataset, split: str) -> Dataset:
         """Class indices as a ClassLabel column; raw labels may be indices, the label names, or mapped."""
@@ -84,6 +117,18 @@ class Classification(TaskKind):
 
     def predictor(self, task: TaskConfig | None, tokenizer: PreTrainedTokenizerBase | None) -> Predictor:
         return LogitsPredictor(_argmax)
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return True
+    try:
+        float(str(value))
+    except ValueError:
+        return False
+    return True
 
 
 def _argmax(logits: torch.Tensor) -> torch.Tensor:
