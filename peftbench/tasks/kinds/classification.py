@@ -25,7 +25,7 @@ class Classification(TaskKind):
 
     def check_labels(self, task: TaskConfig) -> None:
         indices = sorted(task.label_map.values()) if task.label_map else []
-        if not task.label_names and indices == list(range(len(indices))):
+        if not task.label_names and task.label_map and indices == list(range(len(indices))):
             # A one-to-one map names the classes: its raw values by their index (a many-to-one map needs names).
             by_index = sorted(task.label_map.items(), key=lambda item: item[1])
             task.label_names = [str(raw) for raw, _ in by_index]
