@@ -90,7 +90,9 @@ def test_adalora_reallocates_every_step_over_the_trainers_budget(make_cfg) -> No
 
 
 def test_qlora_trains_a_4bit_tiny_llama_on_cpu(make_cfg) -> None:
-    import bitsandbytes as bnb
+    bnb = pytest.importorskip(
+        "bitsandbytes", reason="QLoRA needs the qlora extra (pip install 'peftbench[qlora]')"
+    )
 
     cfg = make_cfg("method=qlora", "model=tiny-llama", "debug=smoke", "callbacks.model_checkpoint=null")
     prepared = prepare(cfg)
@@ -114,7 +116,9 @@ def test_qlora_trains_a_4bit_tiny_llama_on_cpu(make_cfg) -> None:
 def test_4bit_layer_trains_after_an_eval_pass() -> None:
     """bitsandbytes repacks 4-bit weights for an inference-only kernel on AVX512-BF16 CPUs at the first
     eval forward; after a validation that saves no checkpoint, training must still backpropagate."""
-    import bitsandbytes as bnb
+    bnb = pytest.importorskip(
+        "bitsandbytes", reason="QLoRA needs the qlora extra (pip install 'peftbench[qlora]')"
+    )
 
     from peftbench.models.backbone import _guard_cpu_4bit_kernel
 
@@ -138,6 +142,7 @@ def test_4bit_layer_trains_after_an_eval_pass() -> None:
 
 
 def test_qlora_result_reports_load_and_training_peaks(make_cfg) -> None:
+    pytest.importorskip("bitsandbytes", reason="QLoRA needs the qlora extra (pip install 'peftbench[qlora]')")
     result = run(make_cfg("method=qlora", "model=tiny-llama", "debug=fast_dev_run"))
     eff = result.efficiency
     assert result.status == "ok"
