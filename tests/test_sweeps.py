@@ -109,7 +109,10 @@ def test_seed_sweep_with_a_failing_point_then_leaderboard(tmp_path: Path) -> Non
     assert not skipped and len(results) == 6
     failed = [r for r in results if r.status != "ok"]
     assert sorted(r.method for r in failed) == ["full", "head_only"]
-    assert all(r.status == "failed" and "not in bounds" in r.error and r.seed == -1 for r in failed)
+    # seed=-1 is refused before anything loads (seed: an integer >= 0); the sweep records it and goes on.
+    assert all(
+        r.status == "failed" and "seed=-1: expected an integer" in r.error and r.seed == -1 for r in failed
+    )
     rows = {r.method: r for r in aggregate(results)}
     for method in ("full", "head_only"):
         scores = [r.test["test/accuracy"] for r in results if r.method == method and r.status == "ok"]
