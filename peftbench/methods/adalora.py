@@ -80,7 +80,9 @@ class AdaLoraTunerConfig(PeftTunerConfig):
                 f"{PEFT_PREFIX}: expected peft.AdaLoraConfig, got {type(self.peft_config).__name__}"
             )
         init_r, target_r = self.peft_config.init_r, self.peft_config.target_r
-        if target_r > init_r:  # pruning only lowers ranks: peft fails mid-training (a kthvalue error) otherwise
+        if (
+            target_r > init_r
+        ):  # pruning only lowers ranks: peft fails mid-training (a kthvalue error) otherwise
             raise ConfigError(
                 f"{PEFT_PREFIX}.target_r={target_r}: must be <= {PEFT_PREFIX}.init_r ({init_r}); AdaLoRA prunes "
                 "ranks from init_r down to an average of target_r"
