@@ -6,10 +6,13 @@ functions. Everything here works under any Hydra launcher (basic, ours, joblib, 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
+import threading
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from peftbench.errors import ConfigError
+from peftbench.errors import ConfigError, Interrupted
 from peftbench.results import RunResult, compute_run_id, find_ok_result, provenance, utc_now, write_result
 
 # Hydra sweepers that propose points of a hyperparameter search: their jobs are `trial`s.
@@ -104,8 +107,11 @@ def search_context() -> tuple[str, dict[str, Any] | None]:
 def describe_error(error: BaseException) -> str:
     """One line for a result's `error`; interruptions carry no message of their own, so say what happened."""
     text = str(error).strip()
-    if not text and isinstance(error, KeyboardInterrupt | SystemExit):
-        text = "interrupted (Ctrl-C or SIGTERM) before the run reached its test"
+    if isinstance(error, KeyboardInterrupt | SystemExit) and not isinstance(error, Interrupted):
+        # Lightning's SIGTERMException and its exit after Ctrl-C carry no message (or just an exit code).
+        signum = received_signal()
+        what = signal.Signals(signum).name if signum is not None else "Ctrl-C or SIGTERM"
+        text = f"interrupted ({what}) before the run reached its test"
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
@@ -125,7 +131,10 @@ def failure_status(error: BaseException) -> str:
 
 
 def record_failure(cfg: DictConfig, status: str, error: str) -> Path:
-    """Write a result for a job that died before ``train.run`` could (config error, killed process)."""
+    """Write a result for a job whose process died before ``train.run`` could (killed by the OS, timed out).
+
+    Never for a config error: that is not a run, and a result file would list it among runs that did not finish.
+    """
     result = RunResult(
         run_id=compute_run_id(cfg),
         task=str(OmegaConf.select(cfg, "task.name")),
@@ -166,6 +175,67 @@ def objective(result: RunResult) -> float | None:
 def keep_going(cfg: DictConfig) -> bool:
     """In a multirun, a failed job is recorded and the sweep goes on, unless `sweep.keep_going=false`."""
     return is_multirun() and bool(OmegaConf.select(cfg, "sweep.keep_going", default=True))
+
+
+# --- how a sweep ends: failures for the summary, signals for the exit code ---------------------------------
+# One line per job that did not finish ok, in this process: jobs of the basic launcher, and what the
+# subprocess launcher's children report back. ``train.main`` prints them when the multirun ends and exits
+# non-zero, so a sweep with failures never exits 0.
+_failures: list[str] = []
+_received: list[int] = []  # signals asked to stop this process, latest last
+
+
+def failure_line(num: Any, overrides: Sequence[str], status: str, error: str) -> str:
+    """One summary line for a job: which one (number, overrides), its status and why."""
+    return f"job #{num} ({' '.join(overrides)}): {status}: {error}"
+
+
+def note_failure(status: str, error: str) -> str:
+    """Remember that this multirun job did not finish ok (status: failed, diverged, oom, killed, config error)."""
+    hydra_cfg = HydraConfig.get()
+    line = failure_line(hydra_cfg.job.num, list(hydra_cfg.overrides.task), status, error)
+    _failures.append(line)
+    return line
+
+
+def add_failures(lines: Iterable[str]) -> None:
+    """Failures reported by a job's own process (the subprocess launcher's children)."""
+    _failures.extend(lines)
+
+
+def failures() -> list[str]:
+    return list(_failures)
+
+
+def received_signal() -> int | None:
+    """The signal that asked this process to stop (while ``stop_on_signals`` was active), if any."""
+    return _received[-1] if _received else None
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGINT stop the run as ``Interrupted`` (recorded ``killed``, exit 128 + the signal).
+
+    Python's default SIGTERM ends the process on the spot (no result) and Lightning turns SIGTERM into a
+    SystemExit with code 0. While Lightning fits, it wraps this handler in its own (it calls the handler it
+    found); then the signal is only noted and Lightning stops at the next step, which is gentler than raising
+    in the middle of one. Only the main thread can set handlers; elsewhere nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        _received.append(signum)
+        if signal.getsignal(signum) is handler:  # not inside Lightning's wrapper: stop now
+            raise Interrupted(signum)
+
+    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 # --- tuned selection ------------------------------------------------------------------------------------

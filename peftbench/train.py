@@ -2,12 +2,20 @@
 
 ``peftbench-train`` (or ``python -m peftbench.train``) is a Hydra app: every config group can be
 switched on the command line and ``-m`` sweeps over them.
+
+Exit codes: 0 ok; 1 a run that failed (or a sweep with any job that did not finish ok, one summary line
+each on stderr); 2 a config error (one line ``peftbench-train: <key>=<value>: <what is allowed>``, no
+traceback unless ``PEFTBENCH_TRACEBACK=1`` or ``HYDRA_FULL_ERROR=1``); 128 + N stopped by signal N
+(143: SIGTERM, 130: Ctrl-C), recorded ``killed``.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -21,7 +29,7 @@ from safetensors.torch import save_file
 
 from peftbench import assemble, init_from, sweeps
 from peftbench import config as _config  # noqa: F401  (registers the config resolvers)
-from peftbench.errors import ConfigError
+from peftbench.errors import ConfigError, Interrupted
 from peftbench.metrics.inference import measure_inference
 from peftbench.models.backbone import model_fingerprint
 from peftbench.models.module import PeftBenchModule
@@ -58,6 +66,8 @@ def run(cfg: DictConfig) -> RunResult:
     run_parts = assemble.parts(cfg)
     assemble.check_trainable(cfg, run_parts)
     init_source = init_from.resolve(cfg)  # the earlier run to start from must exist before anything loads
+    # A result that cannot be written is found now, not after training.
+    probe_results_dir(cfg.paths.results_dir)
     result = _new_result(cfg, run_id, started_at)
     record = True
     try:
@@ -85,6 +95,29 @@ def run(cfg: DictConfig) -> RunResult:
             path = write_result(result, cfg.paths.results_dir)
             result.provenance["result_path"] = str(path)
     return result
+
+
+def probe_results_dir(results_dir: Any) -> None:
+    """Create and remove a file in the results folder: a read-only folder, or a path that is a file, is a
+    config error before anything loads (it used to surface after training, losing the result)."""
+    folder = Path(str(results_dir))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-", suffix=".tmp")
+        try:
+            os.write(handle, b"peftbench")
+        finally:
+            os.close(handle)
+            os.unlink(probe)
+    except OSError as error:
+        if folder.exists() and not folder.is_dir():
+            reason = "it is a file"
+        else:
+            reason = error.strerror or type(error).__name__
+        raise ConfigError(
+            f"paths.results_dir={results_dir}: cannot write a result file there ({reason}); "
+            "expected a writable folder (created if missing)"
+        ) from None
 
 
 def _new_result(cfg: DictConfig, run_id: str, started_at: str) -> RunResult:
@@ -204,22 +237,66 @@ def print_summary(result: RunResult) -> None:
     )
 
 
+def _show_traceback() -> bool:
+    """The documented switch: a config error shows its traceback (and exits 1, through Hydra)."""
+    return any(
+        os.environ.get(name, "") not in ("", "0") for name in ("PEFTBENCH_TRACEBACK", "HYDRA_FULL_ERROR")
+    )
+
+
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    try:
-        result = run(cfg)
-    except Exception as error:
-        if not sweeps.keep_going(cfg):
+def train_job(cfg: DictConfig) -> float | None:
+    """One run (one sweep job): what Hydra calls, in this process or in a launcher's child process."""
+    with sweeps.stop_on_signals():
+        try:
+            result = run(cfg)
+        except ConfigError as error:  # not a run: no result file, whatever the sweep settings
+            if sweeps.is_multirun():
+                sweeps.note_failure("config error", str(error))
+            if sweeps.keep_going(cfg):  # a sweeper reads NaN as a failed trial
+                log.error("job not run, sweep goes on: config error: %s", error)
+                return math.nan
+            if _show_traceback():
+                raise
+            print(f"peftbench-train: {error}", file=sys.stderr)
+            sys.exit(2)
+        except Exception as error:
+            if sweeps.is_multirun():
+                sweeps.note_failure(sweeps.failure_status(error), sweeps.describe_error(error))
+            if not sweeps.keep_going(cfg):
+                raise
+            # The sweep goes on; the failure is in the results folder (status and error).
+            log.error("job failed, sweep goes on: %s: %s", type(error).__name__, error)
+            return math.nan
+        except SystemExit as stop:  # Lightning's SIGTERMException (code 0!) or our Interrupted: `killed`
+            signum = stop.signum if isinstance(stop, Interrupted) else sweeps.received_signal()
+            if sweeps.is_multirun():
+                sweeps.note_failure("killed", sweeps.describe_error(stop))
+            if signum is not None:
+                raise Interrupted(signum) from None
             raise
-        # The sweep goes on; the failure is in the results folder (status and error). A sweeper reads
-        # NaN as a failed trial.
-        if isinstance(error, ConfigError):  # raised before run() could record anything
-            sweeps.record_failure(cfg, "failed", f"ConfigError: {error}")
-        log.error("job failed, sweep goes on: %s: %s", type(error).__name__, error)
-        return math.nan
     if cfg.get("print_summary", True):
         print_summary(result)
     return sweeps.objective(result)
+
+
+def main() -> None:
+    """``peftbench-train``: Hydra's app, then the exit code that tells the truth.
+
+    A sweep's jobs never end the sweep by failing (``sweep.keep_going``), so Hydra itself would exit 0;
+    every job that did not finish ok is printed here, one line each, and the exit code is then non-zero.
+    """
+    code: int | str | None = 0
+    try:
+        train_job()
+    except SystemExit as stop:
+        code = stop.code
+    lines = sweeps.failures()
+    for line in lines:
+        print(f"peftbench-train: {line}", file=sys.stderr)
+    if lines and code in (0, None):
+        code = 1
+    sys.exit(code)
 
 
 if __name__ == "__main__":

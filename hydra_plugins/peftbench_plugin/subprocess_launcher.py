@@ -10,10 +10,16 @@ with Hydra's context to a file and starts ``python -m hydra_plugins.peftbench_pl
 which calls Hydra's own ``run_job``. A job whose process dies without answering gets a result
 file with status ``killed`` (or a timeout) written by the parent, and the sweep continues. A point
 whose result is already there with status ok is skipped by the parent without starting a process.
+
+Each job runs in its own process group. SIGTERM or SIGINT (Ctrl-C) to the parent is forwarded to the running
+jobs' groups; the parent waits for them (they record ``killed``), starts no further job and exits 128 + the
+signal. A second signal sends SIGKILL. Failures the children report (config errors, failed runs) come back
+with their answers, so ``peftbench-train`` can list them when the sweep ends and exit non-zero.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -22,7 +28,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +74,9 @@ class SubprocessLauncher(Launcher):
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
+        self._stop_signal: int | None = None  # set when the parent was asked to stop
+        self._live: dict[int, subprocess.Popen] = {}  # running jobs by pid (= their process group)
+        self._lock = threading.Lock()
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
@@ -86,10 +96,47 @@ class SubprocessLauncher(Launcher):
                 sweep_config.hydra.job.id = idx
                 sweep_config.hydra.job.num = idx
             jobs.append((idx, list(overrides), sweep_config))
-        with ThreadPoolExecutor(max_workers=self.max_parallel) as pool:
+        with self._forwarding_signals(), ThreadPoolExecutor(max_workers=self.max_parallel) as pool:
             returns = list(pool.map(lambda job: self._run_one(*job), jobs))
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        if self._stop_signal is not None:
+            from peftbench.errors import Interrupted
+
+            log.error(f"sweep stopped by {signal.Signals(self._stop_signal).name}")
+            raise Interrupted(self._stop_signal)
         return returns
+
+    @contextlib.contextmanager
+    def _forwarding_signals(self) -> Iterator[None]:
+        """While jobs run, SIGTERM/SIGINT to this process go to every running job's process group.
+
+        The jobs run in their own groups (so a signal reaches their DDP ranks and loader workers, and a
+        terminal's Ctrl-C reaches them only through here, once); without forwarding, killing the parent
+        would leave its running job going unsupervised.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {
+            signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        again = self._stop_signal is not None
+        self._stop_signal = signum
+        forward = signal.SIGKILL if again else signum  # a second signal does not wait any longer
+        with self._lock:
+            live = list(self._live.values())
+        log.error(
+            f"{signal.Signals(signum).name}: stopping {len(live)} running job(s) with {signal.Signals(forward).name}"
+        )
+        for process in live:
+            _signal_group(process, forward)
 
     def _run_one(self, idx: int, overrides: list[str], sweep_config: DictConfig) -> JobReturn:
         finished = self._finished(idx, overrides, sweep_config)
@@ -117,26 +164,62 @@ class SubprocessLauncher(Launcher):
                 str(payload),
                 str(answer),
             ]
-            try:
-                code = subprocess.run(command, timeout=self.timeout_s, check=False).returncode
-                reason = None
-            except subprocess.TimeoutExpired:  # subprocess.run has killed it
-                code, reason = -signal.SIGKILL, f"timed out after {self.timeout_s} s"
+            code, reason = self._start_and_wait(idx, command)
+            if code is None:  # the sweep was stopped before this job started
+                ret = JobReturn(
+                    overrides=overrides, cfg=sweep_config, task_name=str(sweep_config.hydra.job.name)
+                )
+                ret.status, ret.return_value = (
+                    JobStatus.FAILED,
+                    RuntimeError("not started: the sweep was stopped"),
+                )
+                return ret
             if answer.is_file():
                 with answer.open("rb") as handle:
                     reply = pickle.load(handle)
-                ret = JobReturn(
-                    overrides=overrides,
-                    cfg=sweep_config,
-                    working_dir=reply["working_dir"],
-                    task_name=reply["task_name"],
-                )
-                if reply["status"] == "completed":
-                    ret.status, ret.return_value = JobStatus.COMPLETED, reply["value"]
-                else:
-                    ret.status, ret.return_value = JobStatus.FAILED, RuntimeError(reply["value"])
-                return ret
+                return self._answered(idx, overrides, sweep_config, reply)
         return self._record_dead(idx, overrides, sweep_config, code, reason)
+
+    def _start_and_wait(self, idx: int, command: list[str]) -> tuple[int | None, str | None]:
+        """(exit code, why it was killed); (None, None) when the sweep stopped before the job started."""
+        with self._lock:
+            if self._stop_signal is not None:
+                return None, None
+            process = subprocess.Popen(command, start_new_session=True)  # its own process group
+            self._live[process.pid] = process
+        try:
+            code, reason = process.wait(timeout=self.timeout_s), None
+        except subprocess.TimeoutExpired:
+            _signal_group(process, signal.SIGKILL)  # the job and whatever it started
+            process.wait()
+            code, reason = -signal.SIGKILL, f"timed out after {self.timeout_s} s"
+        finally:
+            with self._lock:
+                self._live.pop(process.pid, None)
+        return code, reason
+
+    def _answered(self, idx: int, overrides: list[str], sweep_config: DictConfig, reply: dict) -> JobReturn:
+        """The job's own answer: its return value, or how it failed; its failures join this sweep's list."""
+        from peftbench import sweeps
+
+        lines = list(reply.get("failures") or [])
+        if reply["status"] != "completed" and not lines:
+            lines = [sweeps.failure_line(idx, overrides, "failed", str(reply["value"]))]
+        sweeps.add_failures(lines)
+        ret = JobReturn(
+            overrides=overrides,
+            cfg=sweep_config,
+            working_dir=reply.get("working_dir"),
+            task_name=reply.get("task_name") or str(sweep_config.hydra.job.name),
+        )
+        keep_going = bool(OmegaConf.select(sweep_config, "sweep.keep_going", default=True))
+        if reply["status"] == "completed":
+            ret.status, ret.return_value = JobStatus.COMPLETED, reply["value"]
+        elif reply["status"] == "exit" and keep_going:  # stopped by a signal: recorded killed by the job
+            ret.status, ret.return_value = JobStatus.COMPLETED, math.nan
+        else:
+            ret.status, ret.return_value = JobStatus.FAILED, RuntimeError(reply["value"])
+        return ret
 
     def _finished(self, idx: int, overrides: list[str], sweep_config: DictConfig) -> JobReturn | None:
         """A finished sweep point (same run id, status ok) is skipped here, before any process starts:
@@ -177,6 +260,7 @@ class SubprocessLauncher(Launcher):
                 reason = f"process exited with code {code} before finishing"
         HydraConfig.instance().set_config(sweep_config)
         error = f"job #{idx}: {reason}"
+        sweeps.add_failures([sweeps.failure_line(idx, overrides, status, reason)])
         try:
             path = sweeps.record_failure(_task_config(sweep_config), status, error)
             log.error(f"{error}; recorded in {path}")
@@ -192,6 +276,19 @@ class SubprocessLauncher(Launcher):
         else:
             ret.status, ret.return_value = JobStatus.FAILED, RuntimeError(error)
         return ret
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    """Send a signal to a job's process group (it may have ended meanwhile)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signum)
+
+
+def _write_answer(answer_path: Path, answer: dict) -> None:
+    tmp = answer_path.with_suffix(".tmp")
+    with tmp.open("wb") as handle:
+        pickle.dump(answer, handle)
+    os.replace(tmp, answer_path)
 
 
 def _task_config(sweep_config: DictConfig) -> DictConfig:
@@ -239,23 +336,30 @@ def child_main(argv: Sequence[str]) -> None:
         spec.loader.exec_module(module)
     task_function = getattr(module, name)
     task_function = getattr(task_function, "__wrapped__", task_function)  # undo @hydra.main
-    ret = run_job(
-        hydra_context=payload["hydra_context"],
-        task_function=task_function,
-        config=payload["config"],
-        job_dir_key="hydra.sweep.dir",
-        job_subdir_key="hydra.sweep.subdir",
-    )
+    from peftbench import sweeps
+
+    try:
+        ret = run_job(
+            hydra_context=payload["hydra_context"],
+            task_function=task_function,
+            config=payload["config"],
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
+    except (
+        SystemExit
+    ) as stop:  # stopped by a signal (128 + N; the run recorded `killed`) or a config error (2)
+        if owner:
+            answer = {"status": "exit", "value": f"job exited with code {stop.code}", "code": stop.code}
+            _write_answer(answer_path, {**answer, "failures": sweeps.failures()})
+        raise
     # Hydra's JobReturn holds structured-config objects that do not pickle: send back what a sweeper reads.
     if ret.status == JobStatus.COMPLETED:
         answer = {"status": "completed", "value": ret._return_value}
     else:
         error = ret._return_value
         answer = {"status": "failed", "value": f"{type(error).__name__}: {error}"}
-    answer.update(working_dir=ret.working_dir, task_name=ret.task_name)
+    answer.update(working_dir=ret.working_dir, task_name=ret.task_name, failures=sweeps.failures())
     if owner:
-        tmp = answer_path.with_suffix(".tmp")
-        with tmp.open("wb") as handle:
-            pickle.dump(answer, handle)
-        os.replace(tmp, answer_path)
+        _write_answer(answer_path, answer)
     return ret
