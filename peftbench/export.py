@@ -29,7 +29,7 @@ from transformers import PreTrainedTokenizerBase
 from peftbench.errors import ConfigError
 from peftbench.methods.base import Method
 from peftbench.models.backbone import load_tokenizer
-from peftbench.results import WEIGHTS_FILE, RunResult, read_result
+from peftbench.results import WEIGHTS_FILE, ResultSchemaError, RunResult, localize, locate, read_result
 
 
 @dataclass
@@ -49,17 +49,20 @@ def rebuild(result: RunResult | str | Path, weights: str | Path | None = None) -
     from peftbench import assemble  # the assembly path imports the whole loop: load it only when exporting
 
     if not isinstance(result, RunResult):
-        result = read_result(result)
+        try:
+            result = read_result(result)
+        except ResultSchemaError as error:  # truncated, not UTF-8, wrong types: one line, not a traceback
+            raise ConfigError(f"{result}: {error}") from None
     if result.status != "ok":
         raise ConfigError(
             f"result {result.run_id}: status={result.status}; only finished runs can be exported"
         )
-    weights = Path(weights) if weights else Path(result.output_dir or "") / WEIGHTS_FILE
+    weights = Path(weights) if weights else locate(result.output_dir or "") / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(
             f"{weights}: the run's trained weights are missing (was its output folder moved?)"
         )
-    run = assemble.parts(OmegaConf.create(result.config))
+    run = assemble.parts(OmegaConf.create(localize(result.config)))  # stored paths are portable
     spec = assemble.model_spec(run)
     tokenizer = load_tokenizer(run.model_cfg)
     model = assemble.load_transformed(run, spec, tokenizer)

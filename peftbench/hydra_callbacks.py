@@ -13,11 +13,13 @@ log = logging.getLogger("peftbench")
 
 
 def _sweep_results(config: DictConfig) -> list:
-    from peftbench.results import load_results
+    from peftbench.results import load_results, locate, skip_lines
 
-    sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
-    results, _ = load_results(config.paths.results_dir)
-    return [r for r in results if r.sweep_dir == sweep_dir]
+    sweep_dir = Path(config.hydra.sweep.dir).resolve()
+    results, skipped = load_results(config.paths.results_dir)
+    for line in skip_lines(skipped):  # a corrupt file never silently disables the end-of-sweep steps
+        log.warning("%s", line)
+    return [r for r in results if r.sweep_dir and locate(r.sweep_dir).resolve() == sweep_dir]
 
 
 class SelectTuned(Callback):

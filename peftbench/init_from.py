@@ -40,7 +40,9 @@ from peftbench.results import (
     RunResult,
     find_ok_result,
     load_results,
+    locate,
     read_result,
+    skip_lines,
 )
 
 log = logging.getLogger("peftbench")
@@ -102,9 +104,9 @@ def parse_spec(value: Any) -> InitFromSpec | None:
 
 def _weights_of(result: RunResult) -> Path:
     recorded = result.provenance.get("trainable_weights")
-    candidates = [Path(recorded)] if recorded else []
+    candidates = [locate(recorded)] if recorded else []  # recorded paths are portable (results.portable)
     if result.output_dir:
-        candidates.append(Path(result.output_dir) / WEIGHTS_FILE)
+        candidates.append(locate(result.output_dir) / WEIGHTS_FILE)
     for path in candidates:
         if path.is_file():
             return path
@@ -154,7 +156,9 @@ def resolve(cfg: DictConfig) -> InitSource | None:
             "seed": int(spec.seed if spec.seed is not None else cfg.seed),
             "study": spec.study if spec.study is not None else cfg.get("study"),
         }
-        results, _ = load_results(results_dir)
+        results, skipped = load_results(results_dir)
+        for line in skip_lines(skipped):  # a corrupt file is not a candidate, and not a crash either
+            log.warning("%s", line)
         matches = [
             r
             for r in results

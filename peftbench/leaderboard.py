@@ -36,12 +36,12 @@ from peftbench import stats
 from peftbench.results import (
     DATA_ORDER_GLOBAL_RNG,
     DATA_ORDER_SEEDED,
-    ResultSchemaError,
     RunResult,
     config_fingerprint,
     device_kind,
     fingerprint_config,
-    read_result,
+    scan_results,
+    skip_lines,
 )
 
 ALPHA = 0.05
@@ -360,21 +360,6 @@ def deduplicate(
                 f"(kept {ordered[0][0]}): {paths}"
             )
     return kept, warnings
-
-
-def load_results_with_paths(
-    results_dir: str | Path,
-) -> tuple[list[tuple[Path, RunResult]], list[tuple[Path, str]]]:
-    """Every readable result under a folder with its path, and (path, reason) for each file skipped."""
-    loaded, skipped = [], []
-    for path in sorted(Path(results_dir).rglob("*.json")):
-        if path.name.startswith(".tmp-"):
-            continue
-        try:
-            loaded.append((path, read_result(path)))
-        except (ResultSchemaError, TypeError, OSError) as error:
-            skipped.append((path, str(error)))
-    return loaded, skipped
 
 
 @functools.cache
@@ -1014,7 +999,8 @@ def write_outputs(
 
         for key, members in sections(rows).items():
             figures[key] = pareto_plots(members, out_dir)
-    report = [f"# peftbench leaderboard\n\nFrom `{source}`: {len(results)} result file(s).\n"]
+    skipped_note = f"; {len(skipped)} file(s) skipped, listed at the end" if skipped else ""
+    report = [f"# peftbench leaderboard\n\nFrom `{source}`: {len(results)} result file(s){skipped_note}.\n"]
     report.append(METHOD_TEXT.format(n=n_resamples, seed=seed, alpha=alpha) + "\n")
     for key, members in sections(rows).items():
         task, model, budget = key
@@ -1077,7 +1063,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--alpha {args.alpha}: a level in (0, 1)")
     if args.resamples < 100:
         parser.error(f"--resamples {args.resamples}: at least 100")
-    loaded, skipped = load_results_with_paths(args.results_dir)
+    loaded, skipped = scan_results(args.results_dir)
     results, duplicates = deduplicate(loaded)
     results = [
         r
@@ -1099,8 +1085,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(line)
     for line in board.warnings:
         print(f"warning: {line}", file=sys.stderr)
-    for path, reason in skipped:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
+    for line in skip_lines(skipped):  # one line per corrupt or foreign file; the report counts them
+        print(f"warning: {line}", file=sys.stderr)
     if args.out:
         written = write_outputs(
             board.rows,

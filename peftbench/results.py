@@ -7,14 +7,18 @@ where things are written, so the same run gets the same id on any machine (sweep
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import platform
 import re
 import subprocess
+import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -64,6 +68,192 @@ class ResultSchemaError(ValueError):
     """A file that is not a peftbench result of a schema version this code reads."""
 
 
+# Why by hand: the result is a plain dataclass written by this code; a schema library would be a new dependency
+# for ~40 lines, and the checks below also say what readers rely on (figures are numbers, curves are lists).
+Check = Callable[[Any], "str | None"]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _scalar(kind: type | tuple[type, ...], optional: bool = False) -> Check:
+    def check(value: Any) -> str | None:
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            return f"{value!r} is not {_kind_name(kind)}"
+        return None if isinstance(value, kind) else f"{value!r:.60} is not {_kind_name(kind)}"
+
+    return check
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(
+        {
+            int: "an integer",
+            float: "a number",
+            str: "a string",
+            bool: "true/false",
+            dict: "an object",
+            list: "a list",
+        }.get(k, k.__name__)
+        for k in kinds
+    )
+
+
+def _mapping(values: Check | None = None, optional: bool = False) -> Check:
+    def check(value: Any) -> str | None:
+        if value is None and optional:
+            return None
+        if not isinstance(value, dict):
+            return f"{value!r:.60} is not an object"
+        for key, item in value.items():
+            problem = values(item) if values else None
+            if problem:
+                return f"{key}: {problem}"
+        return None
+
+    return check
+
+
+def _metric(value: Any) -> str | None:
+    """A metric: a number, or null (a NaN is written as null)."""
+    return None if value is None or _is_number(value) else f"{value!r:.60} is not a number"
+
+
+def _figures(value: Any) -> str | None:
+    """eff/ and budget figures: numbers or null, bar the descriptive keys (DESCRIPTIVE_FIGURE_SUFFIXES)."""
+    if not isinstance(value, dict):
+        return f"{value!r:.60} is not an object"
+    for key, item in value.items():
+        if str(key).endswith(DESCRIPTIVE_FIGURE_SUFFIXES):
+            if item is not None and not isinstance(item, str):
+                return f"{key}: {item!r:.60} is not a string"
+        elif _metric(item):
+            return f"{key}: {_metric(item)}"
+    return None
+
+
+def _selection(value: Any) -> str | None:
+    problem = _mapping()(value)
+    if problem:
+        return problem
+    for key, kind in (
+        ("best_step", int),
+        ("global_steps", int),
+        ("best_checkpoint", str),
+        ("monitor", str),
+        ("mode", str),
+        ("rule", str),
+        ("chosen", str),
+    ):
+        if key in value:
+            problem = _scalar(kind, optional=True)(value[key])
+            if problem:
+                return f"{key}: {problem}"
+    return None
+
+
+def _predictions(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return f"{value!r:.60} is not an object"
+    for split, record in value.items():
+        if (
+            not isinstance(record, dict)
+            or not isinstance(record.get("pred"), list)
+            or not isinstance(record.get("label"), list)
+        ):
+            return f"{split}: expected {{pred: [...], label: [...]}}"
+        if len(record["pred"]) != len(record["label"]):
+            return f"{split}: {len(record['pred'])} predictions for {len(record['label'])} labels"
+        if "index" in record and (
+            not isinstance(record["index"], list) or len(record["index"]) != len(record["pred"])
+        ):
+            return f"{split}: index is not a list as long as pred"
+    return None
+
+
+def _curve(value: Any) -> str | None:
+    if not isinstance(value, list):
+        return f"{value!r:.60} is not a list"
+    for number, point in enumerate(value):
+        if not isinstance(point, dict) or not _is_number(point.get("step")):
+            return f"entry {number} is not an object with a numeric step"
+        for key, item in point.items():
+            if _metric(item):
+                return f"entry {number}: {key}: {_metric(item)}"
+    return None
+
+
+def _config(value: Any) -> str | None:
+    """The stored config: readers index its groups (task.headline, method.name), so those must be objects."""
+    if not isinstance(value, dict):
+        return f"{value!r:.60} is not an object"
+    for group in ("task", "model", "method", "trainer", "optimizer", "paths"):
+        if group in value and not isinstance(value[group], dict):
+            return f"{group}: {value[group]!r:.60} is not an object"
+    task = value.get("task") or {}
+    for key in ("headline", "monitor", "name"):
+        if key in task and not isinstance(task[key], str):
+            return f"task.{key}: {task[key]!r:.60} is not a string"
+    return None
+
+
+def _provenance(value: Any) -> str | None:
+    problem = _mapping()(value)
+    if problem:
+        return problem
+    for key in ("device", "packages", "model", "init_from"):
+        if key in value and value[key] is not None and not isinstance(value[key], dict):
+            return f"{key}: {value[key]!r:.60} is not an object"
+    return None
+
+
+def _seed(value: Any) -> str | None:
+    return (
+        None if isinstance(value, int) and not isinstance(value, bool) else f"{value!r:.60} is not an integer"
+    )
+
+
+# Figure keys with these endings name a measurement's method or unit, not a quantity: strings.
+DESCRIPTIVE_FIGURE_SUFFIXES = ("_source", "_kind", "_formula")
+_REQUIRED = ("run_id", "task", "model", "method", "seed", "status")
+_text, _maybe_text = _scalar(str), _scalar(str, optional=True)
+_FIELD_CHECKS: dict[str, Check] = {
+    "run_id": _text,
+    "task": _text,
+    "model": _text,
+    "method": _text,
+    "seed": _seed,
+    "status": _text,
+    "study": _maybe_text,
+    "variant": _text,
+    "error": _maybe_text,
+    "test": _mapping(_metric),
+    "test_last": _mapping(_metric),
+    "val_best": _mapping(_metric),
+    "selection": _selection,
+    "efficiency": _figures,
+    "data": _mapping(),
+    "reference": _mapping(_metric),
+    "budget": _figures,
+    "search": _mapping(optional=True),
+    "predictions": _predictions,
+    "curve": _curve,
+    "fingerprint": _maybe_text,
+    "precision": _maybe_text,
+    "config": _config,
+    "provenance": _provenance,
+    "started_at": _maybe_text,
+    "ended_at": _maybe_text,
+    "output_dir": _maybe_text,
+    "sweep_dir": _maybe_text,
+    "schema_version": _scalar(int),
+}
+
+
 @dataclass
 class RunResult:
     run_id: str
@@ -107,20 +297,31 @@ class RunResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunResult:
+        """A result from its JSON form; anything else (wrong schema, keys or types) is a ResultSchemaError that
+        names the field, so every reader can skip the file with one line instead of crashing on it later."""
         if not isinstance(data, dict) or "schema_version" not in data:
             raise ResultSchemaError("not a peftbench result (no schema_version)")
-        if data["schema_version"] not in READABLE_SCHEMA_VERSIONS:
+        if data["schema_version"] not in READABLE_SCHEMA_VERSIONS or isinstance(data["schema_version"], bool):
             raise ResultSchemaError(
-                f"schema_version {data['schema_version']} (this peftbench reads {READABLE_SCHEMA_VERSIONS})"
+                f"schema_version {data['schema_version']!r} (this peftbench reads {READABLE_SCHEMA_VERSIONS})"
             )
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
             raise ResultSchemaError(f"unknown keys {unknown}")
+        missing = sorted(
+            f.name for f in dataclasses.fields(cls) if f.name in _REQUIRED and f.name not in data
+        )
+        if missing:
+            raise ResultSchemaError(f"missing keys {missing}")
         if data.get("status") not in STATUSES:
             raise ResultSchemaError(f"status {data.get('status')!r} not in {STATUSES}")
         if data.get("variant", "default") not in VARIANTS:
             raise ResultSchemaError(f"variant {data.get('variant')!r} not in {VARIANTS}")
+        for key, value in data.items():
+            problem = _FIELD_CHECKS[key](value)
+            if problem:
+                raise ResultSchemaError(f"{key}: {problem}")
         return cls(**data)
 
     @property
@@ -149,28 +350,162 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+class ResultWriteError(OSError):
+    """The final result file could not be written; the message says where the result was kept instead."""
+
+
 def write_result(result: RunResult, results_dir: str | Path) -> Path:
-    """Write atomically: readers see the old file or the complete new one, never half of it."""
+    """Write atomically, paths made portable (``portable``): readers see the old file or the complete new one.
+
+    A write that fails (full disk, folder gone read-only) leaves no temporary file; the result is then kept in
+    the first place that takes it (the run's output folder, ``$TMPDIR/peftbench-unsaved``, else stderr) and
+    ResultWriteError says where, so training is never lost to the last step.
+    """
     results_dir = Path(results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
     target = results_dir / result.filename
-    text = json.dumps(_jsonable(result.to_dict()), indent=2, sort_keys=False, allow_nan=False)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=results_dir, prefix=".tmp-", suffix=".json", delete=False
-    ) as handle:
-        handle.write(text + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(handle.name, target)
+    text = json.dumps(portable(_jsonable(result.to_dict())), indent=2, allow_nan=False) + "\n"
+    try:
+        _write_atomically(text, target)
+    except OSError as error:
+        kept = _keep_unsaved(text, result)
+        raise ResultWriteError(
+            f"run {result.run_id}: the result could not be written to {target} "
+            f"({error.strerror or type(error).__name__}); it is kept at {kept}: move it into {results_dir} "
+            "for the readers (leaderboard, resume) to count it"
+        ) from error
     return target
 
 
-def read_result(path: str | Path) -> RunResult:
+def _write_atomically(text: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".json")
     try:
-        data = json.loads(Path(path).read_text())
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):  # never leave a half-written file for readers to trip on
+            os.unlink(temp)
+        raise
+
+
+def _keep_unsaved(text: str, result: RunResult) -> str:
+    folders = [Path(result.output_dir)] if result.output_dir else []
+    folders.append(Path(tempfile.gettempdir()) / "peftbench-unsaved")
+    for folder in folders:
+        try:
+            _write_atomically(text, folder / result.filename)
+            return str(folder / result.filename)
+        except OSError:
+            continue
+    sys.stderr.write(text)
+    return "stderr (printed above)"
+
+
+def read_result(path: str | Path) -> RunResult:
+    """One result file; every way a file can fail to be one is a ResultSchemaError naming why, so a reader can
+    skip it with one line (``scan_results``)."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as error:
+        raise ResultSchemaError(f"cannot be read ({error.strerror or type(error).__name__})") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise ResultSchemaError(f"not UTF-8 text (byte {error.start})") from None
     except json.JSONDecodeError as error:
         raise ResultSchemaError(f"not valid JSON ({error.msg} at line {error.lineno})") from None
+    except RecursionError:
+        raise ResultSchemaError("not a result (nested too deeply)") from None
     return RunResult.from_dict(data)
+
+
+def scan_results(results_dir: str | Path) -> tuple[list[tuple[Path, RunResult]], list[tuple[Path, str]]]:
+    """Every readable result under a folder with its path, and (path, reason) for each file skipped.
+
+    The one reader of results folders: the leaderboard, compare, init_from, resume and the sweep callbacks all
+    call it, so a corrupt file is skipped (and reported, ``skip_lines``) the same way everywhere.
+    """
+    loaded, skipped = [], []
+    for path in sorted(Path(results_dir).rglob("*.json")):
+        if path.name.startswith(".tmp-"):
+            continue
+        try:
+            loaded.append((path, read_result(path)))
+        except ResultSchemaError as error:
+            skipped.append((path, str(error)))
+    return loaded, skipped
+
+
+def skip_lines(skipped: list[tuple[Path, str]]) -> list[str]:
+    """One warning per skipped file, naming it and why."""
+    return [f"skipped {path}: {reason}" for path, reason in skipped]
+
+
+# Paths in result files are portable: a path under the installed package reads ``<peftbench>/...``, one under
+# the launch directory (the project) ``./...``, one under the home folder ``~/...``; the longest match wins.
+PACKAGE_TOKEN, HOME_TOKEN, PROJECT_TOKEN = "<peftbench>", "~", "."
+
+
+def path_anchors(project: str | Path | None = None) -> list[tuple[str, str]]:
+    """(absolute folder, token) pairs, longest folder first; a folder that is the filesystem root is no anchor."""
+    folders = [
+        (PACKAGE_DIR, PACKAGE_TOKEN),
+        (Path.home(), HOME_TOKEN),
+        (Path(project or Path.cwd()), PROJECT_TOKEN),
+    ]
+    anchors = {}
+    for folder, token in folders:
+        for spelling in {str(folder), str(Path(folder).resolve())}:
+            if Path(spelling).parent != Path(spelling):
+                anchors.setdefault(spelling.rstrip(os.sep), token)
+    return sorted(anchors.items(), key=lambda item: -len(item[0]))
+
+
+def portable(value: Any, anchors: list[tuple[str, str]] | None = None) -> Any:
+    """``value`` (a result's JSON form) with every machine-local absolute path spelled relative to an anchor
+    (``path_anchors``), in values and inside messages alike; strings with no such path are unchanged."""
+    anchors = path_anchors() if anchors is None else anchors
+    pattern = re.compile(
+        r"(?<![\w.~<>-])(" + "|".join(re.escape(folder) for folder, _ in anchors) + r")(?=[/\\\s'\",:;)\]]|$)"
+    )
+    tokens = dict(anchors)
+
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, str):
+            return pattern.sub(lambda match: tokens[match.group(1)], node)
+        if isinstance(node, dict):
+            return {key: rewrite(item) for key, item in node.items()}
+        if isinstance(node, list):
+            return [rewrite(item) for item in node]
+        return node
+
+    return rewrite(value) if anchors else value
+
+
+def locate(recorded: str | Path) -> Path:
+    """Where a recorded (portable) path is on this machine: ``<peftbench>/`` in the installed package, ``~/``
+    in the home folder, a relative path from the launch directory (the project), an absolute path as it is."""
+    text = str(recorded)
+    if text == PACKAGE_TOKEN or text.startswith(PACKAGE_TOKEN + "/"):
+        return PACKAGE_DIR / text[len(PACKAGE_TOKEN) :].lstrip("/")
+    return Path(text).expanduser()
+
+
+def localize(config: Any) -> Any:
+    """A stored config with its package and home tokens expanded, for code that opens its paths again (export
+    rebuilds a run from it); relative paths stay relative to the launch directory."""
+    if isinstance(config, str):
+        if config == PACKAGE_TOKEN or config.startswith((PACKAGE_TOKEN + "/", "~/")) or config == "~":
+            return str(locate(config))
+        return config
+    if isinstance(config, dict):
+        return {key: localize(item) for key, item in config.items()}
+    if isinstance(config, list):
+        return [localize(item) for item in config]
+    return config
 
 
 def _relocatable(value: Any, prefix: str, token: str) -> Any:
@@ -386,16 +721,9 @@ def utc_now() -> str:
 
 
 def load_results(results_dir: str | Path) -> tuple[list[RunResult], list[tuple[Path, str]]]:
-    """Every readable result under a folder, and (path, reason) for each file skipped."""
-    results, skipped = [], []
-    for path in sorted(Path(results_dir).rglob("*.json")):
-        if path.name.startswith(".tmp-"):
-            continue
-        try:
-            results.append(read_result(path))
-        except (ResultSchemaError, TypeError, OSError) as error:
-            skipped.append((path, str(error)))
-    return results, skipped
+    """Every readable result under a folder, and (path, reason) for each file skipped (``scan_results``)."""
+    loaded, skipped = scan_results(results_dir)
+    return [result for _, result in loaded], skipped
 
 
 def find_ok_result(results_dir: str | Path, run_id: str) -> RunResult | None:
@@ -403,7 +731,8 @@ def find_ok_result(results_dir: str | Path, run_id: str) -> RunResult | None:
     for path in sorted(Path(results_dir).glob(f"*__{run_id}*.json")):
         try:
             result = read_result(path)
-        except (ResultSchemaError, TypeError, OSError):
+        except ResultSchemaError as error:  # not finished as far as anyone can tell: the point runs again
+            logging.getLogger("peftbench").warning("skipped %s: %s", path, error)
             continue
         if result.run_id == run_id and result.status == "ok" and result.variant != "tuned":
             return result

@@ -37,6 +37,7 @@ from peftbench.resources import config_dir
 from peftbench.results import (
     WEIGHTS_FILE,
     Reporter,
+    ResultWriteError,
     RunResult,
     compute_run_id,
     config_fingerprint,
@@ -69,7 +70,7 @@ def run(cfg: DictConfig) -> RunResult:
     # A result that cannot be written is found now, not after training.
     probe_results_dir(cfg.paths.results_dir)
     result = _new_result(cfg, run_id, started_at)
-    record = True
+    record, failed = True, False
     try:
         prepared = assemble.assemble(cfg, run_parts, init_source)
         result.config = OmegaConf.to_container(cfg, resolve=True)  # with any derived epoch budget
@@ -79,6 +80,7 @@ def run(cfg: DictConfig) -> RunResult:
         record = False
         raise
     except BaseException as error:  # BaseException: an interrupted run is `killed`, never a silent `ok`
+        failed = True
         result.status = sweeps.failure_status(error)  # killed, failed, diverged or oom
         result.error = sweeps.describe_error(error)
         log.error("run %s:\n%s", result.status, traceback.format_exc())
@@ -92,8 +94,13 @@ def run(cfg: DictConfig) -> RunResult:
             result.provenance["device"]["accelerator"] = accelerator
         result.fingerprint = config_fingerprint(result, seed_interpolations(cfg))
         if record and rank_zero_only.rank == 0:  # under DDP every rank runs this; one result file per run
-            path = write_result(result, cfg.paths.results_dir)
-            result.provenance["result_path"] = str(path)
+            try:
+                path = write_result(result, cfg.paths.results_dir)
+                result.provenance["result_path"] = str(path)
+            except ResultWriteError as error:  # the result is kept elsewhere; the message says where
+                log.error("%s", error)
+                if not failed:  # a finished run whose result is not in place did not finish ok
+                    raise
     return result
 
 

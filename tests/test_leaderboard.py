@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from peftbench import leaderboard as lb
-from peftbench.results import RunResult, write_result
+from peftbench.results import RunResult, scan_results, write_result
 
 N_TEST = 800
 
@@ -158,7 +158,7 @@ def test_a_copied_file_counts_once_with_a_warning(tmp_path: Path, capsys: pytest
     printed = capsys.readouterr()
     warnings = [line for line in printed.err.splitlines() if line.startswith("warning: duplicate")]
     assert len(warnings) == 2 and all("in 2 files, counted once" in w for w in warnings)  # one per run
-    (row,) = lb.build(lb.deduplicate(lb.load_results_with_paths(results)[0])[0]).rows
+    (row,) = lb.build(lb.deduplicate(scan_results(results)[0])[0]).rows
     assert row.n == 2
     report = (out / "report.md").read_text()
     assert "## Duplicates" in report and report.count("counted once") == 2

@@ -118,19 +118,27 @@ def test_run_id_does_not_depend_on_where_the_checkout_lies(monkeypatch: pytest.M
 
 
 def test_write_is_atomic(tmp_path: Path, monkeypatch) -> None:
+    """The failure strikes after the new text is complete in the temporary file, at the rename: the old file
+    must be untouched and the temporary one gone (it used to be injected before the temporary file existed)."""
+    folder = tmp_path / "results"
     result = RunResult(run_id="abc", task="t", model="m", method="x", seed=0)
-    path = write_result(result, tmp_path)
+    path = write_result(result, folder)
+    temporary: list[Path] = []
 
-    def broken_dumps(*args, **kwargs):
-        raise RuntimeError("disk full")
+    def broken_replace(source, target):
+        temporary.append(Path(source))
+        assert Path(source).read_text().startswith("{")  # the new text was written in full
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("peftbench.results.json.dumps", broken_dumps)
-    with pytest.raises(RuntimeError):
+    monkeypatch.setattr("peftbench.results.os.replace", broken_replace)
+    monkeypatch.setattr("peftbench.results.tempfile.tempdir", str(tmp_path / "tmp"))
+    with pytest.raises(OSError, match="No space left"):
         write_result(
-            RunResult(run_id="abc", task="t", model="m", method="x", seed=0, status="failed"), tmp_path
+            RunResult(run_id="abc", task="t", model="m", method="x", seed=0, status="failed"), folder
         )
+    assert temporary and temporary[0].parent == folder
     assert read_result(path).status == "ok"  # the old complete file is untouched
-    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # and no partial file is left
+    assert [p.name for p in folder.iterdir()] == [path.name]  # and no partial file is left
 
 
 def test_crashing_run_leaves_a_failed_result(make_cfg, monkeypatch, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from peftbench.errors import ConfigError
 from peftbench.reproduction.compare import compare, to_markdown, write_outputs
 from peftbench.reproduction.plan import Plan, build_plan
 from peftbench.reproduction.reported import check_against_plan, load_reported
-from peftbench.results import load_results
+from peftbench.results import load_results, skip_lines
 
 log = logging.getLogger("peftbench")
 
@@ -50,10 +50,16 @@ def run_compare(plan: Plan, results_dir: str, out: str | None, dry_run: bool) ->
     reported = load_reported(plan.reported_path)
     check_against_plan(reported, plan.task_metrics, plan.arm_tasks, plan.model)
     results, skipped = load_results(results_dir)
-    for path, reason in skipped:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
+    for line in skip_lines(skipped):
+        print(f"warning: {line}", file=sys.stderr)
     study_results = [r for r in results if r.study == plan.study]
-    comparison = compare(reported, study_results, plan.experiment, dry_run=dry_run)
+    comparison = compare(
+        reported,
+        study_results,
+        plan.experiment,
+        dry_run=dry_run,
+        skipped=[f"{path}: {reason}" for path, reason in skipped],
+    )
     target = Path(out) if out else Path(results_dir).parent
     paths = write_outputs(comparison, target)
     print(to_markdown(comparison))

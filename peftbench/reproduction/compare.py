@@ -167,6 +167,8 @@ class Comparison:
     dry_run: bool = False
     arms: list[ArmSummary] = field(default_factory=list)
     confidence: float = CONFIDENCE
+    # Files in the results folder that could not be read as results ("path: reason"): counted, never guessed at.
+    skipped: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -556,7 +558,11 @@ def _arm_summaries(reported: Reported, results: list[RunResult], dry_run: bool) 
 
 
 def compare(
-    reported: Reported, results: list[RunResult], experiment: str, dry_run: bool = False
+    reported: Reported,
+    results: list[RunResult],
+    experiment: str,
+    dry_run: bool = False,
+    skipped: list[str] | None = None,
 ) -> Comparison:
     return Comparison(
         paper=reported.paper,
@@ -569,6 +575,7 @@ def compare(
         claims=[_claim_verdict(claim, reported, results, dry_run) for claim in reported.claims],
         dry_run=dry_run,
         arms=_arm_summaries(reported, results, dry_run),
+        skipped=list(skipped or []),
     )
 
 
@@ -740,6 +747,9 @@ def to_markdown(comparison: Comparison) -> str:
     lines.append(
         "**Summary:** " + ", ".join(f"{count} {verdict}" for verdict, count in sorted(tally.items()))
     )
+    if comparison.skipped:
+        lines += ["", f"**Files skipped** ({len(comparison.skipped)}, not results):", ""]
+        lines += [f"- {line}" for line in comparison.skipped]
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,99 @@
+"""``peftbench-results``: maintenance of result folders.
+
+``peftbench-results portable DIR`` rewrites result files written before paths were recorded portably (or on
+another machine) so they carry no machine-local absolute path: a path under a project folder becomes
+``./...``, one under a package folder ``<peftbench>/...``, one under the home folder ``~/...``. The run id,
+the configuration fingerprint and every number stay as they are (the command checks both per file and
+refuses to write a file whose fingerprint would change); files that are not results are left alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from peftbench.results import (
+    HOME_TOKEN,
+    PACKAGE_TOKEN,
+    PROJECT_TOKEN,
+    RunResult,
+    _jsonable,
+    _write_atomically,
+    config_fingerprint,
+    portable,
+    scan_results,
+    skip_lines,
+)
+
+
+def make_portable(
+    results_dir: Path, projects: Sequence[Path], packages: Sequence[Path], home: Path, dry_run: bool = False
+) -> tuple[int, int, list[str]]:
+    """(files rewritten, files already portable, problems). Longest anchor first, as when writing."""
+    anchors = sorted(
+        [
+            *((str(p).rstrip("/"), PROJECT_TOKEN) for p in projects),
+            *((str(p).rstrip("/"), PACKAGE_TOKEN) for p in packages),
+            (str(home).rstrip("/"), HOME_TOKEN),
+        ],
+        key=lambda item: -len(item[0]),
+    )
+    loaded, skipped = scan_results(results_dir)
+    rewritten, unchanged, problems = 0, 0, skip_lines(skipped)
+    for path, result in loaded:
+        before = json.loads(path.read_text(encoding="utf-8"))
+        after = portable(before, anchors)
+        if after == before:
+            unchanged += 1
+            continue
+        moved = RunResult.from_dict(after)
+        if config_fingerprint(moved) != config_fingerprint(result) or moved.run_id != result.run_id:
+            problems.append(f"{path}: its configuration fingerprint would change; left as it is")
+            continue
+        if not dry_run:
+            _write_atomically(json.dumps(_jsonable(after), indent=2, allow_nan=False) + "\n", path)
+        rewritten += 1
+    return rewritten, unchanged, problems
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="peftbench-results", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    tool = commands.add_parser("portable", help="rewrite machine-local absolute paths in result files")
+    tool.add_argument("results_dir", type=Path, help="folder of result JSON files (searched recursively)")
+    tool.add_argument(
+        "--project",
+        type=Path,
+        action="append",
+        default=[],
+        help="a launch folder the runs were started from (repeatable; default: the current folder)",
+    )
+    tool.add_argument(
+        "--package",
+        type=Path,
+        action="append",
+        default=[],
+        help="a peftbench package folder the runs imported (repeatable; default: <project>/peftbench)",
+    )
+    tool.add_argument("--home", type=Path, default=Path.home(), help="the home folder the runs saw")
+    tool.add_argument("--dry-run", action="store_true", help="count what would change, write nothing")
+    args = parser.parse_args(argv)
+    if not args.results_dir.is_dir():
+        parser.error(f"{args.results_dir} is not a folder")
+    projects = args.project or [Path.cwd()]
+    packages = args.package or [project / "peftbench" for project in projects]
+    rewritten, unchanged, problems = make_portable(
+        args.results_dir, projects, packages, args.home, args.dry_run
+    )
+    for line in problems:
+        print(f"warning: {line}", file=sys.stderr)
+    verb = "would rewrite" if args.dry_run else "rewrote"
+    print(f"{verb} {rewritten} result file(s); {unchanged} already portable; {len(problems)} problem(s)")
+    return 1 if any("fingerprint" in line for line in problems) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
