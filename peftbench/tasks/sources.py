@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 from pathlib import Path
 from typing import Any
@@ -44,26 +45,75 @@ def load_source(task: TaskConfig) -> DatasetDict:
             f"task.path=null: task {task.name} reads a local file; set task.path=FILE "
             "(and task.text_column=..., task.label_column=..., task.label_names=[...])"
         )
-    files = data_files.values() if isinstance(data_files, dict) else [data_files]
+    files = list(data_files.values()) if isinstance(data_files, dict) else [data_files]
+    key = "task.path" if task.path else "task.source.data_files"
     for file in files:
+        if Path(file).is_dir():
+            raise ConfigError(f"{key}={file}: a folder, not a file; expected one {kind} file")
         if not Path(file).is_file():
             if offline_asset:
                 raise AssetMissingError(f"task {task.name}: data file {file} does not exist; {FETCH_HINT}")
-            key = "task.path" if task.path else "task.source.data_files"
             raise ConfigError(f"{key}={file}: file does not exist")
     try:
         loaded = load_dataset(kind, data_files=data_files, **options)
     except Exception as error:  # datasets wraps pandas', pyarrow's and json's errors: name the file
-        key = "task.path" if task.path else "task.source.data_files"
         reason = _reason(error)
         if "corresponds to no data" in reason:  # datasets' words for a file without a single row
             raise ConfigError(f"{key}={data_files}: has no rows (empty or header-only file)") from None
+        for file in files:  # the parsers name a chunk's offset at best: find the file's line ourselves
+            problem = locate_problem(str(file), kind, options)
+            if problem is not None:
+                where = f"{file}: " if len(files) > 1 else ""
+                raise ConfigError(f"{key}={data_files}: {where}{problem}") from None
         raise ConfigError(f"{key}={data_files}: cannot be read as {kind} ({reason})") from None
     for split, dataset in loaded.items():
         if len(dataset) == 0:
             key = "task.path" if task.path else "task.source.data_files"
             raise ConfigError(f"{key}={data_files}: split {split!r} has no rows (empty or header-only file)")
     return loaded
+
+
+def locate_problem(file: str, kind: str, options: dict[str, Any]) -> str | None:
+    """The first line of a text data file that no parser can take, in the words an editor shows it: a line that
+    is not in the file's encoding (UTF-8 unless ``source.encoding`` says otherwise), or, for csv, a row with more
+    fields than the header. None when neither is found (then the parser's own message is all there is).
+    Called only once loading failed, so a good file is never read twice."""
+    if kind not in ("csv", "json"):
+        return None  # parquet is binary: pyarrow's message is the only one
+    encoding = options.get("encoding") or "utf-8"
+    try:
+        with open(file, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    raw.decode(encoding)
+                except UnicodeDecodeError as error:
+                    column = len(raw[: error.start].decode(encoding, errors="replace")) + 1
+                    return (
+                        f"line {number} is not {_encoding_name(encoding)} (byte 0x{raw[error.start]:02x} at column "
+                        f"{column}); save the file as {_encoding_name(encoding)}"
+                    )
+        if kind != "csv":
+            return None
+        delimiter = options.get("delimiter") or options.get("sep") or ","
+        quotechar = options.get("quotechar") or '"'
+        if len(delimiter) != 1 or len(quotechar) != 1:
+            return None  # a regex separator: pandas' own reading is the only one
+        with open(file, newline="", encoding=encoding) as handle:
+            reader = csv.reader(handle, delimiter=delimiter, quotechar=quotechar)
+            header = next(reader, [])
+            for row in reader:
+                if len(row) > len(header):  # reader.line_num: the row's last line (quoted fields span lines)
+                    return (
+                        f"line {reader.line_num} has {len(row)} fields, the header {len(header)} (a ragged row; "
+                        f"quote a field that contains the delimiter {delimiter!r})"
+                    )
+    except (OSError, csv.Error, LookupError):
+        return None
+    return None
+
+
+def _encoding_name(encoding: str) -> str:
+    return "UTF-8" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
 
 
 def _reason(error: BaseException) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import torch
-from datasets import ClassLabel, Dataset, DatasetDict
+from datasets import ClassLabel, Dataset, DatasetDict, Value
 from transformers import PreTrainedTokenizerBase
 
 from peftbench.errors import ConfigError
@@ -68,8 +68,9 @@ class Classification(TaskKind):
                 "needs at least 2"
             )
         task.label_names, task.num_labels = names, len(names)
-        if any(not isinstance(v, str) for v in ordered):  # numbers: mapped to indices by their order
-            task.label_map = {v: i for i, v in enumerate(ordered)}
+        # Every raw value mapped to its index by the order above: read as names, a label "1" among ["1", "neg"] or
+        # the strings ["1", "2", "10"] would also read as class index 1 (cast_labels accepts indices too).
+        task.label_map = {v: i for i, v in enumerate(ordered)}
         return {"label_names": names, "num_labels": len(names), "label_map": task.label_map}
 
     def cast_labels(self, task: TaskConfig, dataset: Dataset, split: str) -> Dataset:
@@ -99,8 +100,16 @@ class Classification(TaskKind):
                 f"allowed {allowed} (set task.label_map to map raw values)"
             )
         if label_map is not None:
+            # The mapped column is declared integer: left to infer, datasets keeps a string column a string one
+            # ("0", "1"), and ClassLabel then reads "1" as the class *named* "1" when there is one.
+            features = dataset.features.copy()
+            features["label"] = Value("int64")
             dataset = dataset.map(
-                _map_labels, batched=True, fn_kwargs={"label_map": label_map}, desc="mapping labels"
+                _map_labels,
+                batched=True,
+                fn_kwargs={"label_map": label_map},
+                features=features,
+                desc="mapping labels",
             )
         return dataset.cast_column("label", ClassLabel(names=task.label_names))
 
