@@ -451,11 +451,11 @@ PACKAGE_TOKEN, HOME_TOKEN, PROJECT_TOKEN = "<peftbench>", "~", "."
 
 def path_anchors(project: str | Path | None = None) -> list[tuple[str, str]]:
     """(absolute folder, token) pairs, longest folder first; a folder that is the filesystem root is no anchor."""
-    folders = [
-        (PACKAGE_DIR, PACKAGE_TOKEN),
-        (Path.home(), HOME_TOKEN),
-        (Path(project or Path.cwd()), PROJECT_TOKEN),
-    ]
+    folders = [(PACKAGE_DIR, PACKAGE_TOKEN), (Path.home(), HOME_TOKEN)]
+    with contextlib.suppress(
+        OSError
+    ):  # a launch folder deleted under a long run is no anchor, not a lost result
+        folders.append((Path(project or Path.cwd()), PROJECT_TOKEN))
     anchors = {}
     for folder, token in folders:
         for spelling in {str(folder), str(Path(folder).resolve())}:
