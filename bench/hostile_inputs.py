@@ -482,42 +482,73 @@ class Record:
     loaded: list[str] = field(default_factory=list)
     note: str = ""
     stderr_tail: str = ""
+    n_prefixed: int = 0
+    stray_results: list[str] = field(default_factory=list)
 
 
-def _results(results_dir: Path) -> list[str]:
-    statuses = []
-    if results_dir.is_dir():
-        for p in results_dir.rglob("*.json"):
-            try:
-                statuses.append(str(json.loads(p.read_text()).get("status")))
-            except (OSError, ValueError, AttributeError):
+def _results(results_dir: Path, tmp: Path, since: float) -> tuple[list[str], list[str]]:
+    """Statuses of the result JSONs this case left, and the stray ones it left outside its folder.
+
+    Inside the case folder every *.json below the results folder counts; a results folder outside it
+    (e.g. `paths.results_dir=''` is the launch directory, the checkout) is searched one level deep and only
+    for files written since the case started that look like results (have a run_id), which are then removed.
+    """
+    statuses, stray = [], []
+    if not results_dir.is_dir():
+        return statuses, stray
+    inside = results_dir.resolve().is_relative_to(tmp.resolve())
+    for p in results_dir.rglob("*.json") if inside else results_dir.glob("*.json"):
+        try:
+            if not inside and p.stat().st_mtime < since - 1:
+                continue
+            data = json.loads(p.read_text())
+            if not inside and not (isinstance(data, dict) and "run_id" in data):
+                continue
+            statuses.append(str(data.get("status")) if isinstance(data, dict) else "not-a-dict")
+        except (OSError, ValueError):
+            if inside:
                 statuses.append("unreadable")
-    return statuses
+            continue
+        if not inside:
+            stray.append(str(p))
+            p.unlink(missing_ok=True)
+    return statuses, stray
 
 
-def _results_dir(cmd: list[str]) -> Path:
+def _results_dir(cmd: list[str], checkout: Path) -> Path:
     for o in reversed(cmd):
         if o.startswith("paths.results_dir="):
-            return Path(o.split("=", 1)[1].strip("'\""))
-    return Path("results/runs")
+            return checkout / o.split("=", 1)[1].strip("'\"")  # relative: to the launch directory
+    return checkout / "results/runs"
 
 
-def classify_line(stderr: str, case: Case, cmd: list[str]) -> tuple[bool, str, str]:
+def _norm(value: str) -> str:
+    """A value as the line may print it: lists and strings without brackets, quotes or spaces."""
+    return "".join(ch for ch in value if ch not in "[]'\" ")
+
+
+def classify_line(stderr: str, case: Case) -> tuple[bool, str, str, int]:
     lines = [ln for ln in stderr.splitlines() if ln.strip()]
     last = lines[-1].strip() if lines else ""
-    prefixed = [ln for ln in lines if ln.startswith("peftbench-train: ")]
+    n_prefixed = sum(ln.startswith("peftbench-train: ") for ln in lines)
+    return (*judge_line(last, n_prefixed, case), n_prefixed)
+
+
+def judge_line(last: str, n_prefixed: int, case: Case) -> tuple[bool, str, str]:
     m = LINE_RE.match(last)
     if not m:
+        if last.startswith("peftbench-train: "):
+            return False, last, "one line, but not of the form `<key>=<value>: <allowed>`"
         return False, last, "last stderr line is not `peftbench-train: <key>=<value>: <allowed>`"
-    if len(prefixed) != 1:
-        return False, last, f"{len(prefixed)} `peftbench-train:` lines on stderr"
+    if n_prefixed != 1:
+        return False, last, f"{n_prefixed} `peftbench-train:` lines on stderr"
     last_override = case.overrides[-1].replace("{tmp}", "") if case.overrides else ""
     keys = case.keys or (_key(last_override),)
     values = case.values or (last_override.split("=", 1)[1] if "=" in last_override else "",)
     values = tuple(v.replace("{tmp}", "") for v in values)
-    if not any(k in last for k in keys):
-        return False, last, f"line does not name the key ({' or '.join(keys)})"
-    if not any(v.strip("'\"") in last for v in values):
+    if m.group(1) not in keys:
+        return False, last, f"line names key {m.group(1)}, expected {' or '.join(keys)}"
+    if not any(_norm(v) in _norm(last) for v in values):
         return False, last, f"line does not name the value ({' or '.join(values)})"
     return True, last, ""
 
@@ -541,7 +572,7 @@ def run_case(case: Case, checkout: Path, hook_dir: Path, timeout: int, python: s
         )
         env.pop("WANDB_API_KEY", None)
         rec = Record(case.id, case.group, [o.replace(str(tmp), "{tmp}") for o in cmd], note=case.note)
-        t0 = time.monotonic()
+        t0, t0_wall = time.monotonic(), time.time()
         try:
             p = subprocess.run(
                 [python, "-m", "peftbench.train", *cmd],
@@ -572,10 +603,10 @@ def run_case(case: Case, checkout: Path, hook_dir: Path, timeout: int, python: s
         rec.no_tb = TRACEBACK not in out and TRACEBACK not in err
         rec.loaded = marker.read_text().split() if marker.exists() else []
         rec.before_load = not rec.loaded
-        rec.result_status = _results(_results_dir(cmd))
+        rec.result_status, rec.stray_results = _results(_results_dir(cmd, checkout), tmp, t0_wall)
         rec.no_result = not rec.result_status
         rec.ran_ok = "ok" in rec.result_status
-        rec.one_line, last, rec.line_detail = classify_line(err, case, cmd)
+        rec.one_line, last, rec.line_detail, rec.n_prefixed = classify_line(err, case)
         rec.last_line = last.replace(str(tmp), "{tmp}")
         rec.line_detail = rec.line_detail.replace(str(tmp), "{tmp}")
         rec.stderr_tail = "\n".join(err.replace(str(tmp), "{tmp}").splitlines()[-6:])[-1500:]
@@ -657,11 +688,33 @@ def main() -> None:
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"))
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
+    ap.add_argument(
+        "--reclassify",
+        type=Path,
+        metavar="FILE.json",
+        help="re-judge criterion (b) of a records file with the current rules (rewrites it)",
+    )
     args = ap.parse_args()
 
     if args.compare:
         before, after = (json.loads(p.read_text())["records"] for p in args.compare)
         print(compare(before, after))
+        return
+    if args.reclassify:
+        data = json.loads(args.reclassify.read_text())
+        by_id = {c.id: c for c in CASES}
+        for r in data["records"]:
+            case = by_id.get(r["id"])
+            if case is None:
+                continue
+            n = r.get("n_prefixed")
+            if n is None:  # older file: count within the stored stderr tail
+                n = sum(ln.startswith("peftbench-train: ") for ln in r["stderr_tail"].splitlines())
+            r["one_line"], _, r["line_detail"] = judge_line(r["last_line"], n, case)
+            r["all5"] = r["rejected"] and r["one_line"] and r["no_tb"] and r["before_load"] and r["no_result"]
+        args.reclassify.write_text(json.dumps(data, indent=1))
+        print_table(data["records"])
+        print_failures(data["records"])
         return
     cases = CASES
     if args.only:
