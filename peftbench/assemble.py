@@ -4,9 +4,9 @@ Two steps, so that everything checkable is checked before anything heavy happens
 
 1. ``parts(cfg)``: the typed task and model configs, the method and the regularizers; ``check_trainable``
    adds the checks training needs (trainer, budget, selection rule). A bad value stops here with one line.
-2. ``assemble(cfg, parts)``: seed, the architecture config and the method's dry-run checks, metrics,
-   tokenizer and data (all before any weights load), then the weights with the method applied
-   (``load_transformed``), ``init_from`` weights, the LightningModule, callbacks, loggers and the trainer.
+2. ``assemble(cfg, parts)``: seed, the architecture config, metrics, callbacks and loggers, tokenizer and
+   data, the trainer, then the checks on a weightless skeleton (head modules, the method's dry run); only
+   then the weights with the method applied (``load_transformed``), ``init_from`` weights and the module.
 
 ``peftbench-export`` rebuilds a finished run's model with ``model_spec`` + ``load_transformed``, the same code
 that built it for training, so what is exported is what was trained (generation runs included).
@@ -14,15 +14,17 @@ that built it for training, so what is exported is what was trained (generation 
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 from transformers import PreTrainedTokenizerBase
@@ -35,6 +37,7 @@ from peftbench.metrics import memory
 from peftbench.models.backbone import ModelConfig, load_hf_config, load_model, load_tokenizer
 from peftbench.models.module import PeftBenchModule
 from peftbench.run_config import check_run_config
+from peftbench.signatures import refusal
 from peftbench.tasks.config import TaskConfig
 from peftbench.tasks.datamodule import TaskDataModule
 from peftbench.tasks.metrics import build_metrics
@@ -90,12 +93,24 @@ def check_budget(cfg: DictConfig, task: TaskConfig) -> None:
 
 
 def check_selection(cfg: DictConfig, task: TaskConfig) -> None:
-    """Selecting on the reported split is a paper's rule, allowed only where a reproduction asks for it."""
+    """Selecting on the reported split is a paper's rule, allowed only where a reproduction asks for it; a
+    checkpoint callback monitors a metric the module logs (Lightning would just never save, and the run would
+    test its last weights and say ok)."""
     if task.selection == "reported_split" and not cfg.get("reproduction"):
         raise ConfigError(
             "task.selection=reported_split: only paper reproductions (experiments/<paper>/ configs with a "
             "`reproduction:` block) may select on the reported split; allowed here: carved_validation"
         )
+    logged = ["val/loss", *(f"val/{name}" for name in task.metrics)]
+    for name, entry in (cfg.get("callbacks") or {}).items():
+        if not entry or not entry.get("_target_") or entry.get("monitor") is None:
+            continue
+        cls = get_class(str(entry["_target_"]))
+        if isinstance(cls, type) and issubclass(cls, ModelCheckpoint) and entry.monitor not in logged:
+            raise ConfigError(
+                f"callbacks.{name}.monitor={entry.monitor}: not a metric this run logs; allowed "
+                f"{', '.join(logged)} (task.monitor sets it for every callback)"
+            )
 
 
 # --- 2. the model: architecture checks, then weights with the method applied ----------------------------
@@ -108,16 +123,44 @@ class ModelSpec:
 
 
 def model_spec(run: RunParts) -> ModelSpec:
-    """The transformers config, the methods' context, and the checks that need only them (dry runs)."""
-    hf_config = load_hf_config(run.model_cfg, run.task.num_labels, run.task.kind.problem_type)
-    context = model_context(run.model_cfg, run.task, hf_config)
-    run.method.validate(context)
+    """The transformers config, the methods' context, and the checks that need only them."""
     if run.task.max_length > run.model_cfg.max_positions:
         raise ConfigError(
             f"task.max_length={run.task.max_length}: model {run.model_cfg.name} allows at most "
-            f"{run.model_cfg.max_positions}"
+            f"{run.model_cfg.max_positions} (model.max_positions)"
         )
+    hf_config = load_hf_config(run.model_cfg, run.task.num_labels, run.task.kind.problem_type)
+    context = model_context(run.model_cfg, run.task, hf_config)
     return ModelSpec(hf_config, context)
+
+
+def check_architecture(run: RunParts, spec: ModelSpec) -> None:
+    """The checks that need the architecture itself, on a weightless (meta-device) skeleton: the head modules
+    exist, and the method's dry run (peft's own target matching) succeeds. Last before the weights load: every
+    cheaper check (data, callbacks, trainer) has had its say."""
+    check_head_modules(run.model_cfg, spec.context)
+    run.method.validate(spec.context)
+
+
+def check_head_modules(model_cfg: ModelConfig, context: ModelContext) -> None:
+    """``model.head_modules`` name modules of the model the task builds; a name that matches nothing would
+    leave the new head frozen at its random init under most methods, and the run would still say ok."""
+    if not context.head_modules or context.hf_config is None or context.auto_model_class is None:
+        return
+    try:
+        with torch.device("meta"):
+            skeleton = context.auto_model_class.from_config(copy.deepcopy(context.hf_config))
+    except Exception as error:  # noqa: BLE001  (an architecture only its real loader builds: judged there)
+        log.debug("no meta-device skeleton of %s (%s): head modules checked at load", model_cfg.name, error)
+        return
+    names = {name for name, _ in skeleton.named_modules()}
+    missing = [name for name in context.head_modules if name not in names]
+    if missing:
+        top = sorted(name for name in names if name and "." not in name)
+        raise ConfigError(
+            f"model.head_modules={list(model_cfg.head_modules)}: no module {missing[0]} in "
+            f"{type(skeleton).__name__}; its top-level modules: {', '.join(top)}"
+        )
 
 
 def load_transformed(run: RunParts, spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> nn.Module:
@@ -163,7 +206,8 @@ def assemble(
     memory.reset_peak()
     L.seed_everything(int(cfg.seed), workers=True)
 
-    # Cheap first: architecture, metrics, callbacks and loggers, tokenizer and data come before any weights.
+    # Cheap first: architecture config, metrics, callbacks and loggers, tokenizer, data, trainer, then the
+    # checks on a weightless skeleton, and only then the weights.
     spec = model_spec(run)
     metrics = build_metrics(task.metrics, task.num_labels)  # an unloadable `evaluate` metric stops here
     callbacks, loggers = run_components(cfg)  # each refuses a bad value of its own here
@@ -175,6 +219,7 @@ def assemble(
         epoch_budget = derive_epoch_budget(cfg, task, datamodule.split_sizes()["train"])
 
     trainer = build_trainer(cfg, callbacks, loggers)  # after the epoch budget: it sets max_steps
+    check_architecture(run, spec)
 
     model = load_transformed(run, spec, tokenizer)
     load_figures = memory.peak_mb()
@@ -202,8 +247,9 @@ def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Any]) -> 
     """The Lightning Trainer around the run's callbacks and loggers."""
     try:
         return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    except InstantiationException as error:  # Lightning's own checks of its arguments
-        raise ConfigError(f"trainer: {' '.join(str(error.__cause__ or error).split())}") from None
+    except InstantiationException as error:  # Lightning's own checks of its arguments, blamed on the key
+        values = OmegaConf.to_container(cfg.trainer, resolve=True)
+        raise refusal("trainer", str(values.get("_target_")), values, error.__cause__ or error) from None
 
 
 def build_module(
@@ -240,11 +286,13 @@ def instantiate_group(node: DictConfig | None, group: str = "callbacks") -> list
         except InstantiationException as error:
             cause = error.__cause__ or error
             text = " ".join(str(cause).split())
+            prefix = f"{group}.{name}"
             if isinstance(
                 cause, ConfigError
             ):  # "check_every=0: must be >= 1" -> callbacks.budget.check_every=0
-                raise ConfigError(f"{group}.{name}.{text}") from None
-            raise ConfigError(f"{group}.{name} ({value.get('_target_')}): {text}") from None
+                raise ConfigError(text if text.startswith(f"{prefix}.") else f"{prefix}.{text}") from None
+            values = OmegaConf.to_container(value, resolve=True)
+            raise refusal(prefix, str(values.get("_target_")), values, cause) from None
     return built
 
 

@@ -92,7 +92,12 @@ def _check_type(value: Any, annotation: Any) -> bool:
     if origin is typing.Literal:
         return value in typing.get_args(annotation)
     if origin in (list, tuple):
-        return isinstance(value, list | tuple | ListConfig)
+        if not isinstance(value, list | tuple | ListConfig):
+            return False
+        args = typing.get_args(annotation)
+        if origin is tuple and args and args[-1] is not Ellipsis:  # fixed length: (beta1, beta2)
+            return len(value) == len(args) and all(map(_check_type, value, args))
+        return True
     if origin is dict:
         return isinstance(value, dict | DictConfig)
     if annotation is float:
@@ -104,12 +109,29 @@ def _check_type(value: Any, annotation: Any) -> bool:
     return True
 
 
-def _type_text(annotation: Any) -> str:
-    """An annotation as a reader knows it: ``int``, ``one of a, b``, ``float or None``."""
-    if typing.get_origin(annotation) is typing.Literal:
-        return "one of " + ", ".join(str(a) for a in typing.get_args(annotation))
+def describe_type(annotation: Any) -> str:
+    """An annotation as a reader types it on the command line: ``an integer``, ``one of a, b``, ``a str or
+    None``, ``a list of 2 values (float, float)``."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        shown = [arg for arg in args if arg is not type(None) and getattr(arg, "__name__", "") != "Tensor"]
+        parts = [describe_type(arg) for arg in shown or args if arg is not type(None)]
+        return " or ".join(dict.fromkeys([*parts, *(["None"] if type(None) in args else [])]))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(str(a) for a in args)
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        inner = [describe_type(arg).removeprefix("a ").removeprefix("an ") for arg in args]
+        return f"a list of {len(args)} values ({', '.join(inner)})"
+    if origin in (list, tuple):
+        return (
+            f"a list of {describe_type(args[0]).removeprefix('a ').removeprefix('an ')}" if args else "a list"
+        )
+    if annotation is int:
+        return "an integer"
+    if annotation is Path:
+        return "a path"
     if isinstance(annotation, type):
-        return "an integer" if annotation is int else f"a {annotation.__name__}"
+        return f"a {annotation.__name__}"
     return str(annotation).replace("typing.", "").replace("NoneType", "None")
 
 
@@ -124,10 +146,13 @@ def dataclass_from_cfg(cls: type[T], cfg: DictConfig | dict, prefix: str) -> T:
         return f"{prefix}.{key}" if prefix else key
 
     if unknown:
-        raise ConfigError(f"{dotted(unknown[0])}: unknown key; allowed: {', '.join(sorted(fields))}")
+        value = data[unknown[0]]
+        raise ConfigError(
+            f"{dotted(unknown[0])}={value!r}: unknown key; allowed: {', '.join(sorted(fields))}"
+        )
     for key, value in data.items():
         if not _check_type(value, hints[key]):
-            allowed = _type_text(hints[key])
+            allowed = describe_type(hints[key])
             raise ConfigError(f"{dotted(key)}={value!r}: expected {allowed}")
     try:
         return cls(**data)

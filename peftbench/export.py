@@ -28,7 +28,7 @@ from transformers import PreTrainedTokenizerBase
 
 from peftbench.errors import ConfigError
 from peftbench.methods.base import Method
-from peftbench.models.backbone import load_tokenizer
+from peftbench.models.backbone import check_weights_source, load_tokenizer
 from peftbench.results import WEIGHTS_FILE, ResultSchemaError, RunResult, localize, locate, read_result
 
 
@@ -63,7 +63,9 @@ def rebuild(result: RunResult | str | Path, weights: str | Path | None = None) -
             f"{weights}: the run's trained weights are missing (was its output folder moved?)"
         )
     run = assemble.parts(OmegaConf.create(localize(result.config)))  # stored paths are portable
+    check_weights_source(run.model_cfg)  # a base model missing here: one line, not a hub lookup
     spec = assemble.model_spec(run)
+    assemble.check_architecture(run, spec)
     tokenizer = load_tokenizer(run.model_cfg)
     model = assemble.load_transformed(run, spec, tokenizer)
     run.method.load_trainable_state_dict(model, load_file(str(weights)))

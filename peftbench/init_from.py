@@ -96,7 +96,9 @@ def parse_spec(value: Any) -> InitFromSpec | None:
     allowed = list(InitFromSpec.__dataclass_fields__)
     unknown = sorted(set(value) - set(allowed))
     if unknown:
-        raise ConfigError(f"init_from.{unknown[0]}: unknown key; allowed: {', '.join(allowed)}")
+        raise ConfigError(
+            f"init_from.{unknown[0]}={value[unknown[0]]!r}: unknown key; allowed: {', '.join(allowed)}"
+        )
     if value.get("run") is not None and any(value.get(k) is not None for k in SELECT_KEYS):
         raise ConfigError("init_from: give either `run` or selection keys (task, model, ...), not both")
     return InitFromSpec(**value)

@@ -8,10 +8,11 @@ train without complaint, ``seed=1.5`` silently becomes seed 1 under a new run id
 which is then exercised on a stand-in: the optimizer and the schedule are built on one dummy parameter), so
 every bad value stops with one line, ``<key>=<value>: <what is allowed>``.
 
-Two groups are checked against what they name rather than a dataclass: the model's weights source must exist on
-this machine (``model.name_or_path``: a local folder, an installed ``pkg:`` package), and every ``logger`` entry
-is checked against its class's signature (and, for Weights & Biases, ``wandb.init``'s, which receives the rest):
-loggers take most of their arguments lazily, when they first log, i.e. mid-training.
+Groups whose entries name a class (``_target_``: the trainer, each callback and logger, the optimizer) are
+checked against that class's signature (peftbench/signatures.py): unknown keys, annotated types and literal
+choices, documented floors of count arguments. Lightning's classes take most arguments lazily, when they are
+first used, i.e. mid-training. The model's weights source must exist on this machine (``model.name_or_path``: a
+local folder with a config.json, an installed ``pkg:`` package), and the ``paths`` must be folders.
 """
 
 from __future__ import annotations
@@ -19,21 +20,19 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
-import types
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from peftbench.config import _check_type, dataclass_from_cfg
+from peftbench.config import dataclass_from_cfg
 from peftbench.errors import ConfigError
 from peftbench.knobs import Knobs, knob
 from peftbench.models.backbone import ModelConfig, check_weights_source
+from peftbench.signatures import check_arguments, parameters_of, refusal
 
 # transformers.get_scheduler's names (SchedulerType), listed here so a typo fails before transformers loads.
 SCHEDULERS = (
@@ -49,10 +48,23 @@ class RunKnobs(Knobs):
     seed: int = knob(42, help="training seed (init of new modules, dropout, data order)", ge=0, le=2**32 - 1)
     run_test: bool = knob(True, help="evaluate on the test split after training")
     print_summary: bool = knob(True, help="print a short summary of the run at the end")
+    study: str | None = knob(None, help="name of the study this run belongs to")
+
+
+@dataclass
+class SweepKnobs(Knobs):
+    """conf/train.yaml's ``sweep:`` block (every key: a typo here would silently keep the default)."""
+
+    PREFIX: ClassVar[str] = "sweep"
+
+    resume: bool = knob(True, help="skip a sweep point whose result exists with status ok")
+    keep_going: bool = knob(True, help="a failed job records its status and the sweep goes on")
 
 
 @dataclass
 class InferenceKnobs(Knobs):
+    """The ``inference:`` block (every key: it is read by peftbench alone)."""
+
     PREFIX: ClassVar[str] = "inference"
 
     enabled: bool = knob(True, help="time inference after training (unmerged and merged)")
@@ -72,6 +84,8 @@ class OptimizerKnobs(Knobs):
 
 @dataclass
 class SchedulerKnobs(Knobs):
+    """The ``scheduler:`` group (every key: the module reads these two and nothing else)."""
+
     PREFIX: ClassVar[str] = "scheduler"
 
     name: str = knob("linear", help="transformers scheduler name", choices=SCHEDULERS)
@@ -97,58 +111,57 @@ def _known(cls: type[Knobs], node: Any) -> dict[str, Any]:
     return {key: value for key, value in values.items() if key in names}
 
 
+def _block(cfg: DictConfig, key: str, cls: type[Knobs]) -> dict[str, Any]:
+    """A block peftbench alone reads, whole: null or a scalar is refused (its defaults would apply unseen)."""
+    node = cfg.get(key)
+    if not isinstance(node, DictConfig):
+        allowed = ", ".join(field.name for field in dataclasses.fields(cls))
+        raise ConfigError(f"{key}={node!r}: expected a block with the keys {allowed}")
+    return OmegaConf.to_container(node, resolve=True)
+
+
 def check_run_config(cfg: DictConfig) -> None:
-    """Every run-level knob typed and in range, and the optimizer and schedule built on a stand-in parameter."""
+    """Every run-level knob typed and in range, the optimizer and schedule built on a stand-in parameter, and
+    the trainer, callbacks and loggers checked against the signatures that will receive them."""
     dataclass_from_cfg(RunKnobs, _known(RunKnobs, cfg), "")
-    dataclass_from_cfg(InferenceKnobs, _known(InferenceKnobs, cfg.get("inference") or {}), "inference")
+    dataclass_from_cfg(SweepKnobs, _block(cfg, "sweep", SweepKnobs), "sweep")
+    dataclass_from_cfg(InferenceKnobs, _block(cfg, "inference", InferenceKnobs), "inference")
     dataclass_from_cfg(TrainerKnobs, _known(TrainerKnobs, cfg.trainer), "trainer")
+    check_trainer(cfg.trainer)
     optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
     dataclass_from_cfg(OptimizerKnobs, _known(OptimizerKnobs, optimizer), "optimizer")
     scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True)
-    dataclass_from_cfg(SchedulerKnobs, _known(SchedulerKnobs, scheduler), "scheduler")
+    dataclass_from_cfg(SchedulerKnobs, scheduler, "scheduler")
     _stand_in_optimizer(optimizer, scheduler)
+    check_paths(cfg.paths)
     check_weights_source(ModelConfig.from_cfg(cfg.model))
+    check_callbacks(cfg.get("callbacks"))
     check_loggers(cfg.get("logger"))
 
 
 def _stand_in_optimizer(optimizer_cfg: dict[str, Any], scheduler_cfg: dict[str, Any]) -> None:
-    """Build the optimizer (and its schedule) on one dummy parameter: an unknown argument or a value the class
-    refuses shows up now, naming the key, not after the model has loaded."""
+    """Check the optimizer's arguments against its class, then build it (and its schedule) on one dummy
+    parameter: an unknown argument or a value the class refuses shows up now, naming the key, not after the
+    model has loaded."""
     from transformers import get_scheduler
 
     arguments = {k: v for k, v in optimizer_cfg.items() if k != "weight_decay"}  # given per parameter group
     target = arguments.get("_target_")
-    try:
-        factory = instantiate(arguments, _partial_=True)
-    except InstantiationException as error:
-        raise ConfigError(
-            f"optimizer._target_={target}: {' '.join(str(error.__cause__ or error).split())}"
-        ) from None
+    cls = _import("optimizer", str(target))
+    check_arguments("optimizer", arguments, parameters_of(cls), str(target), skip=("params",))
     parameter = torch.nn.Parameter(torch.zeros(1))
+    values = {k: v for k, v in arguments.items() if k != "_target_"}
+    group = {"params": [parameter], "weight_decay": optimizer_cfg.get("weight_decay", 0.0)}
     try:
-        optimizer = factory([{"params": [parameter], "weight_decay": optimizer_cfg.get("weight_decay", 0.0)}])
-    except TypeError:
-        allowed = _arguments_of(factory.func)
-        unknown = sorted(set(factory.keywords) - set(allowed)) if allowed else []
-        key = unknown[0] if unknown else next(iter(factory.keywords), "?")
-        raise ConfigError(
-            f"optimizer.{key}: not an argument of {target}; allowed: {', '.join(allowed) or '(unknown)'}"
-        ) from None
-    except ValueError as error:  # torch's own range checks ("Invalid beta parameter at index 0: 1.5")
-        raise ConfigError(f"optimizer ({target}): {error}") from None
+        optimizer = cls([group], **values)
+    except Exception as error:  # noqa: BLE001  (torch's own range checks: "Invalid beta parameter at index 0")
+        raise refusal("optimizer", str(target), values, error) from None
     try:
         get_scheduler(
             scheduler_cfg.get("name", "linear"), optimizer, num_warmup_steps=0, num_training_steps=10
         )
     except (ValueError, TypeError) as error:
         raise ConfigError(f"scheduler.name={scheduler_cfg.get('name')}: {error}") from None
-
-
-def _arguments_of(cls: Any) -> list[str]:
-    try:
-        return [name for name in inspect.signature(cls).parameters if name not in ("self", "params")]
-    except (TypeError, ValueError):
-        return []
 
 
 # --- loggers: checked against the signatures that will receive their values ---------------------------------
@@ -170,22 +183,43 @@ def check_loggers(node: DictConfig | None) -> None:
         values = OmegaConf.to_container(entry, resolve=True)
         target = values.pop("_target_")
         prefix = f"logger.{name}"
-        try:
-            cls = get_class(target)
-        except Exception as error:  # noqa: BLE001  (hydra wraps the import error in several ways)
-            reason = " ".join(str(error.__cause__ or error).split())
-            raise ConfigError(f"{prefix}._target_={target}: cannot be imported ({reason})") from None
+        cls = _import(prefix, target)
         parameters = _logger_parameters(cls)
-        if parameters is not None:
-            receivers = f"{target} or wandb.init" if _is_wandb(cls) else target
-            for key, value in values.items():
-                if key not in parameters:
-                    allowed = ", ".join(sorted(parameters))
-                    raise ConfigError(f"{prefix}.{key}: not an argument of {receivers}; allowed: {allowed}")
-                _check_logger_value(f"{prefix}.{key}", value, parameters[key])
+        receivers = f"{target} or wandb.init" if _is_wandb(cls) else target
+        check_arguments(prefix, values, parameters, receivers)
         for key in FOLDER_KEYS:
             if values.get(key) is not None:
-                _check_folder(f"{prefix}.{key}", values[key])
+                check_folder(f"{prefix}.{key}", values[key])
+
+
+def check_callbacks(node: DictConfig | None) -> None:
+    """Every ``callbacks.<name>`` entry against its class's signature (Lightning's own callbacks take
+    ``refresh_rate=-1`` or an unknown key's typo without a word); peftbench's callbacks check their own values
+    on construction, which comes before any weights load too."""
+    for name, entry in (node or {}).items():
+        if not entry or not entry.get("_target_"):
+            continue
+        values = OmegaConf.to_container(entry, resolve=True)
+        target = values.pop("_target_")
+        prefix = f"callbacks.{name}"
+        check_arguments(prefix, values, parameters_of(_import(prefix, target)), target)
+
+
+def check_trainer(node: DictConfig) -> None:
+    """``trainer.*`` against the Trainer class's signature: ``deterministic=maybe`` or ``precision=17`` are
+    refused now, naming the allowed values (Lightning reads some of them only when fit starts)."""
+    values = OmegaConf.to_container(node, resolve=True)
+    target = values.pop("_target_", "lightning.pytorch.Trainer")
+    cls = _import("trainer", target)
+    check_arguments("trainer", values, parameters_of(cls), target, skip=("callbacks", "logger"))
+
+
+def _import(prefix: str, target: str) -> Any:
+    try:
+        return get_class(target)
+    except Exception as error:  # noqa: BLE001  (hydra wraps the import error in several ways)
+        reason = " ".join(str(error.__cause__ or error).split())
+        raise ConfigError(f"{prefix}._target_={target}: cannot be imported ({reason})") from None
 
 
 def _is_wandb(cls: type) -> bool:
@@ -193,82 +227,42 @@ def _is_wandb(cls: type) -> bool:
 
 
 def _logger_parameters(cls: type) -> dict[str, Any] | None:
-    """Argument name -> annotation (``Any`` when unknown); None when the class takes ``**kwargs`` we cannot list."""
-    parameters = _annotated_parameters(cls)
-    if parameters is None:
-        return None
-    open_ended = parameters.pop("**", False)
-    if open_ended:
-        if not _is_wandb(cls):
-            return None  # the rest goes somewhere we cannot see: let the class judge it
-        try:
-            import wandb
-        except ImportError:
-            return None  # the logger's own construction reports the missing package
-        extra = _annotated_parameters(wandb.init) or {}
-        extra.pop("**", None)
-        parameters = {**extra, **parameters}
-    return parameters
-
-
-def _annotated_parameters(function: Any) -> dict[str, Any] | None:
+    """Argument name -> annotation; a WandbLogger's ``**kwargs`` go to ``wandb.init``, whose arguments join."""
+    parameters = parameters_of(cls)
+    if parameters is not None or not _is_wandb(cls):
+        return parameters
     try:
-        signature = inspect.signature(function)
-    except (TypeError, ValueError):
-        return None
-    try:
-        hints = typing.get_type_hints(function.__init__ if isinstance(function, type) else function)
-    except Exception:  # noqa: BLE001  (forward references to types only imported for checkers)
-        hints = {}
-    parameters: dict[str, Any] = {}
-    for parameter in signature.parameters.values():
-        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
-            parameters["**"] = True
-        elif parameter.kind is not inspect.Parameter.VAR_POSITIONAL and parameter.name != "self":
-            annotation = hints.get(parameter.name, parameter.annotation)
-            parameters[parameter.name] = Any if isinstance(annotation, str) else annotation
-    return parameters
+        import wandb
+    except ImportError:
+        return None  # the logger's own construction reports the missing package
+    own = {key: value for key, value in inspect.signature(cls.__init__).parameters.items() if key != "self"}
+    named = {
+        key: (Any if isinstance(p.annotation, str) else p.annotation)
+        for key, p in own.items()
+        if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    }
+    return {**(parameters_of(wandb.init) or {}), **named}
 
 
-def _check_logger_value(path: str, value: Any, annotation: Any) -> None:
-    if annotation is inspect.Parameter.empty or _check_type(value, annotation):
-        return
-    choices = _literal_choices(annotation)
-    if choices:
-        raise ConfigError(f"{path}={value!r}: allowed {', '.join(str(choice) for choice in choices)}")
-    raise ConfigError(f"{path}={value!r}: expected {_describe(annotation)}")
+def check_paths(node: DictConfig) -> None:
+    """``paths.*``: each is a folder that is (or can become) one; an empty value would write into the launch
+    directory, next to the code."""
+    for key in ("results_dir", "output_dir", "data_dir"):
+        value = OmegaConf.select(node, key, default=None)
+        if value is None:
+            continue
+        if not str(value).strip():
+            raise ConfigError(f"paths.{key}={value!r}: expected a folder path (created if missing)")
+        if key == "output_dir":  # results_dir is probed by a write just before the run starts
+            check_folder(f"paths.{key}", value)
+        elif key == "data_dir" and Path(str(value)).expanduser().is_file():
+            raise ConfigError(
+                f"paths.{key}={value}: a file, not a folder; expected the offline assets folder"
+            )
 
 
-def _literal_choices(annotation: Any) -> list[Any]:
-    """The fixed values an annotation lists (``Literal['online', 'offline'] | None``: online, offline)."""
-    if typing.get_origin(annotation) is typing.Literal:
-        return list(typing.get_args(annotation))
-    args = typing.get_args(annotation)
-    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
-    if union and all(typing.get_origin(arg) is typing.Literal or arg is type(None) for arg in args):
-        return [choice for arg in args for choice in _literal_choices(arg)]
-    return []
-
-
-def _describe(annotation: Any) -> str:
-    """``a bool``, ``an integer``, ``a str or None``: the types a reader would type on the command line."""
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        parts = [_describe(arg) for arg in typing.get_args(annotation) if arg is not type(None)]
-        none = type(None) in typing.get_args(annotation)
-        return " or ".join(dict.fromkeys([*parts, *(["None"] if none else [])]))
-    if typing.get_origin(annotation) is typing.Literal:
-        return "one of " + ", ".join(str(a) for a in typing.get_args(annotation))
-    if annotation is int:
-        return "an integer"
-    if annotation is Path or annotation is os.PathLike:
-        return "a path"
-    if isinstance(annotation, type):
-        return f"a {annotation.__name__}"
-    return str(annotation).replace("typing.", "")
-
-
-def _check_folder(path: str, value: Any) -> None:
-    """A folder a logger creates: it is one, or the nearest existing parent is a writable folder."""
+def check_folder(path: str, value: Any) -> None:
+    """A folder a run creates: it is one, or the nearest existing parent is a writable folder."""
     folder = Path(str(value)).expanduser()
     allowed = "expected a writable folder (created if missing)"
     if folder.exists() and not folder.is_dir():

@@ -5,8 +5,9 @@ switched on the command line and ``-m`` sweeps over them.
 
 Exit codes: 0 ok; 1 a run that failed (or a sweep with any job that did not finish ok, one summary line
 each on stderr); 2 a config error (one line ``peftbench-train: <key>=<value>: <what is allowed>``, no
-traceback unless ``PEFTBENCH_TRACEBACK=1`` or ``HYDRA_FULL_ERROR=1``); 128 + N stopped by signal N
-(143: SIGTERM, 130: Ctrl-C), recorded ``killed``.
+traceback unless ``PEFTBENCH_TRACEBACK=1`` or ``HYDRA_FULL_ERROR=1``), Hydra's own composition errors
+included (peftbench/hydra_errors.py); 128 + N stopped by signal N (143: SIGTERM, 130: Ctrl-C), recorded
+``killed``. A failed single run prints its traceback once (the log) and one ``run failed:`` line.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import save_file
 
-from peftbench import assemble, init_from, sweeps
+from peftbench import assemble, hydra_errors, init_from, sweeps
 from peftbench import config as _config  # noqa: F401  (registers the config resolvers)
 from peftbench.errors import ConfigError, Interrupted
 from peftbench.metrics.inference import measure_inference
@@ -84,6 +85,7 @@ def run(cfg: DictConfig) -> RunResult:
         result.status = sweeps.failure_status(error)  # killed, failed, diverged or oom
         result.error = sweeps.describe_error(error)
         log.error("run %s:\n%s", result.status, traceback.format_exc())
+        _LOGGED.add(id(error))  # main() then prints one summary line, not the traceback again
         raise
     finally:
         result.ended_at = utc_now()
@@ -246,16 +248,24 @@ def print_summary(result: RunResult) -> None:
     )
 
 
+# main() sets HYDRA_FULL_ERROR=1 so that Hydra re-raises what it would print; what the user had set is kept
+# here, for this process and the sweep jobs it starts.
+_USER_HYDRA_FULL_ERROR = "PEFTBENCH_USER_HYDRA_FULL_ERROR"
+_LOGGED: set[int] = set()  # ids of exceptions whose traceback run() has already logged
+_JOB_STARTED: list[bool] = []  # non-empty once Hydra has handed a job its config (the run folder exists)
+
+
 def _show_traceback() -> bool:
-    """The documented switch: a config error shows its traceback (and exits 1, through Hydra)."""
-    return any(
-        os.environ.get(name, "") not in ("", "0") for name in ("PEFTBENCH_TRACEBACK", "HYDRA_FULL_ERROR")
-    )
+    """The documented switch (PEFTBENCH_TRACEBACK=1 or the user's HYDRA_FULL_ERROR=1): a config error shows
+    its traceback, and exits 1."""
+    hydra_full = os.environ.get(_USER_HYDRA_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR", ""))
+    return any(value not in ("", "0") for value in (os.environ.get("PEFTBENCH_TRACEBACK", ""), hydra_full))
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def train_job(cfg: DictConfig) -> float | None:
     """One run (one sweep job): what Hydra calls, in this process or in a launcher's child process."""
+    _JOB_STARTED.append(True)
     with sweeps.stop_on_signals():
         try:
             result = run(cfg)
@@ -296,10 +306,31 @@ def main() -> None:
     every job that did not finish ok is printed here, one line each, and the exit code is then non-zero.
     """
     code: int | str | None = 0
+    os.environ.setdefault(_USER_HYDRA_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR", ""))
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises; the line is printed below
+    argv = sys.argv[1:]
     try:
         train_job()
     except SystemExit as stop:
         code = stop.code
+    except hydra_errors.HYDRA_ERRORS as error:  # the command line did not compose
+        line = hydra_errors.describe(error, argv)
+        if _show_traceback() or line is None:
+            raise
+        print(f"peftbench-train: {line}", file=sys.stderr)
+        code = 2
+    except OSError as error:  # Hydra could not create the run folder (the job had not started)
+        if _show_traceback() or _JOB_STARTED:
+            raise
+        print(f"peftbench-train: {hydra_errors.describe_run_folder(error, argv)}", file=sys.stderr)
+        code = 2
+    except Exception as error:  # a run that failed: its traceback is in the log above (once)
+        if id(error) not in _LOGGED or _show_traceback():
+            raise
+        print(
+            f"peftbench-train: run failed: {type(error).__name__}: {error}".splitlines()[0], file=sys.stderr
+        )
+        code = 1
     lines = sweeps.failures()
     for line in lines:
         print(f"peftbench-train: {line}", file=sys.stderr)

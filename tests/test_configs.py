@@ -114,7 +114,7 @@ def test_method_lr_wins_over_optimizer_default_unless_overridden() -> None:
         ("task.split_seed=-1", "task.split_seed=-1"),
         ("task.batch_size=0", "task.batch_size=0"),
         ("task.monitor=test/accuracy", "task.monitor=test/accuracy"),
-        ("+task.colour=blue", "task.colour: unknown key"),
+        ("+task.colour=blue", "task.colour='blue': unknown key"),
         ("task.headline=bleu", "task.headline=bleu"),
         ("task.source.kind=ftp", "task.source.kind='ftp'"),
     ],

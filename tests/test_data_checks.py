@@ -34,6 +34,17 @@ CASES = {
         "line 12 has 4 fields, the header 2",
         NAMED,
     ),
+    # a row with fewer fields than the header: the csv builder fills the label with null ("value None")
+    "short row": (
+        [*_rows(10), "a row without its label", *_rows(10)[1:]],
+        "line 12 has 1 field(s), the header 2",
+        NAMED,
+    ),
+    "empty label": (
+        [*_rows(10), "a row with an empty label,", *_rows(10)[1:]],
+        "has no label (an empty field",
+        NAMED,
+    ),
     "label outside the names": (
         [*_rows(20), "extra row,neutral"],
         "value 'neutral' in split 'train' is not a label",
@@ -182,3 +193,20 @@ def test_inferred_classes_are_logged_once(make_cfg, tmp_path: Path, caplog) -> N
         assert run(make_cfg("task=csv", f"task.path={data}", "debug=fast_dev_run")).status == "ok"
     said = [r.getMessage() for r in caplog.records if "classes read from the train split" in r.getMessage()]
     assert said == ["task csv: classes read from the train split: ['a', 'b']"], said
+
+
+def test_a_path_keeps_the_sources_builder_options(make_cfg, monkeypatch, tmp_path: Path) -> None:
+    """``task.path`` replaced the whole source, so ``task.source.encoding=latin-1`` was silently dropped."""
+    data = tmp_path / "latin1.csv"
+    data.write_bytes(
+        b"text,label\n"
+        + "".join(f"caf\xe9 {i},{('negative', 'positive')[i % 2]}\n" for i in range(40)).encode("latin-1")
+    )
+    cfg = make_cfg("task=csv", f"task.path={data}", "+task.source.encoding=latin-1", *NAMED)
+    from peftbench.tasks.config import TaskConfig
+
+    assert TaskConfig.from_cfg(cfg.task).source == {
+        "encoding": "latin-1",
+        "kind": "csv",
+        "data_files": str(data),
+    }

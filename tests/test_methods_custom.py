@@ -192,7 +192,7 @@ def test_sparse_rejects_bad_knobs(key, value, make_cfg) -> None:
         ("method.scope=layer", "method.scope='layer': expected one of per_tensor, global"),  # a Literal type
         (
             "+method.colour=red",
-            "method.colour: unknown key; allowed: density, fisher_batches, mask_seed, scope, selection",
+            "method.colour='red': unknown key; allowed: density, fisher_batches, mask_seed, scope, selection",
         ),
     ],
 )
@@ -207,7 +207,7 @@ def test_a_bad_custom_knob_is_one_line_before_weights_load(override, message, ma
 
 
 def test_methods_without_knobs_refuse_any() -> None:
-    with pytest.raises(ConfigError, match=r"^method\.colour: unknown key; method\.impl=full has no knobs$"):
+    with pytest.raises(ConfigError, match=r"^method\.colour='red': unknown key; method\.impl=full has no knobs$"):
         build_method(compose_config(["method=full", "+method.colour=red"]).method)
 
 
@@ -403,7 +403,7 @@ def test_l2sp_anchors_the_pretrained_biases_lora_trains_at_bias_all(make_cfg) ->
     [
         ("regularizer.alpha=-1", "regularizer.alpha=-1: expected a number >= 0"),
         ("regularizer.alpha=strong", "regularizer.alpha='strong': expected"),
-        ("+regularizer.gamma=1", "regularizer.gamma: unknown key; allowed: alpha, beta, head_modules"),
+        ("+regularizer.gamma=1", "regularizer.gamma=1: unknown key; allowed: alpha, beta, head_modules"),
         ("regularizer.impl=l3sp", "regularizer.impl=l3sp: unknown regularizer 'l3sp'; known: l2sp"),
     ],
 )

@@ -172,8 +172,8 @@ def test_qlora_asks_for_4bit_loading_without_writing_model_keys(make_cfg) -> Non
         (["method.peft_config.r=eight"], "method.peft_config.r='eight': expected"),  # wrong type
         (["method.peft_config.lora_dropout=high"], "method.peft_config.lora_dropout='high': expected"),
         (["method.peft_config.r=0"], "method.peft_config.r=0: expected an integer > 0"),  # out of range
-        (["+method.peft_config.rank=4"], "method.peft_config.rank: unknown key; allowed: "),  # unknown key
-        (["+method.rank=4"], "method.rank: unknown key; allowed: optimizer_class, peft_config"),
+        (["+method.peft_config.rank=4"], "method.peft_config.rank=4: unknown key; allowed: "),  # unknown key
+        (["+method.rank=4"], "method.rank=4: unknown key; allowed: optimizer_class, peft_config"),
         (["method.peft_config._target_=torch.nn.Linear"], "_target_=torch.nn.Linear: not a peft config"),
         (["method.peft_config.bias=foo"], "bias='foo'"),
         (
@@ -276,7 +276,7 @@ def test_a_peft_tuner_no_file_mentions_runs_from_its_yaml_node_alone(make_cfg) -
     assert any("fourierft_spectrum" in n for n in trained)
     node["peft_config"]["frequencies"] = 16
     with pytest.raises(
-        ConfigError, match=r"method\.peft_config\.frequencies: unknown key; allowed: .*n_frequency"
+        ConfigError, match=r"method\.peft_config\.frequencies=16: unknown key; allowed: .*n_frequency"
     ):
         build_method(OmegaConf.create(node))
 

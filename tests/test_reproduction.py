@@ -392,7 +392,7 @@ def test_init_from_skips_the_head_of_another_task_and_records_it(make_cfg) -> No
         ("not-a-run", "expected a 12-hex-digit run id"),
         ("missing.safetensors", "no such file"),
         ("{task: mnli}", "no ok result with task=mnli"),
-        ("{colour: red}", "init_from.colour: unknown key"),
+        ("{colour: red}", "init_from.colour='red': unknown key"),
         ("{run: 0123456789ab, task: mnli}", "either `run` or selection keys"),
     ],
 )

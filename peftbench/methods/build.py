@@ -87,7 +87,8 @@ def _build(registry: Registry[C], node: dict[str, Any], prefix: str) -> C:
     knobs = {key: value for key, value in node.items() if key not in STRUCTURE_KEYS}
     if knobs and not dataclasses.fields(cls.Config):  # dataclass_from_cfg would list no allowed key at all
         raise ConfigError(
-            f"{prefix}.{sorted(knobs)[0]}: unknown key; {prefix}.impl={node['impl']} has no knobs"
+            f"{prefix}.{sorted(knobs)[0]}={knobs[sorted(knobs)[0]]!r}: unknown key; {prefix}.impl={node['impl']} "
+            "has no knobs"
         )
     config = dataclass_from_cfg(cls.Config, knobs, prefix)
     return cls(str(node.get("name") or node["impl"]), config)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -64,6 +65,14 @@ class ForgettingMonitor(L.Callback):
             raise ConfigError(f"callbacks.forgetting.texts={texts}: allowed {', '.join(TEXT_SOURCES)}")
         if texts == "corpus" and not (corpus and corpus.get("data_files")):
             raise ConfigError("callbacks.forgetting.corpus.data_files: required with texts=corpus")
+        if (
+            texts == "corpus" and not Path(str(corpus["data_files"])).is_file()
+        ):  # found now, not after training
+            from peftbench.tasks.sources import FETCH_HINT
+
+            raise ConfigError(
+                f"callbacks.forgetting.corpus.data_files={corpus['data_files']}: no such file; {FETCH_HINT}"
+            )
         for key, value in (("num_texts", num_texts), ("max_length", max_length), ("batch_size", batch_size)):
             if value < 1:
                 raise ConfigError(f"callbacks.forgetting.{key}={value}: must be >= 1")
@@ -89,8 +98,6 @@ class ForgettingMonitor(L.Callback):
 
         options = {k: v for k, v in self.corpus.items() if k not in ("text_column", "data_files")}
         files = self.corpus["data_files"]
-        from pathlib import Path
-
         if not Path(files).is_file():
             raise FileNotFoundError(f"callbacks.forgetting.corpus.data_files={files} not found; {FETCH_HINT}")
         data = load_dataset("csv", data_files=files, split="train", **options)

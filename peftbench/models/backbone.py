@@ -74,6 +74,11 @@ class ModelConfig:
             raise ConfigError("model.name_or_path=null: set a hub id, a local folder or pkg:<package>")
         if self.dtype not in DTYPES:
             raise ConfigError(f"model.dtype={self.dtype}: allowed {sorted(DTYPES)}")
+        if self.max_positions < 1:
+            raise ConfigError(
+                f"model.max_positions={self.max_positions}: expected an integer >= 1 (the longest input the "
+                "position embeddings allow)"
+            )
         if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ConfigError(
                 f"model.attn_implementation={self.attn_implementation}: allowed "
@@ -136,6 +141,11 @@ def check_weights_source(model_cfg: ModelConfig) -> None:
             raise ConfigError(f"{key}: no such folder; {SOURCE_FORMS}")
         if not folder.is_dir():
             raise ConfigError(f"{key}: a file, not a folder; {SOURCE_FORMS}")
+        if not (folder / "config.json").is_file() and not model_cfg.gguf_file:
+            raise ConfigError(
+                f"{key}: no config.json in that folder; expected a folder written by save_pretrained "
+                "(config.json and the weights)"
+            )
     else:  # `name` or `namespace/name`: a folder of that name where there is one (transformers' order), else a hub id
         folder = Path(source) if Path(source).is_dir() else None
     if model_cfg.gguf_file and folder is not None and not (folder / model_cfg.gguf_file).is_file():
@@ -309,8 +319,9 @@ def model_fingerprint(model_cfg: ModelConfig) -> dict[str, Any]:
         info["gguf_file"] = model_cfg.gguf_file
         info["weights_sha256"] = file_sha256(source)
         info["converted_folder"] = str(converted_folder(model_cfg, source))
-    elif model_cfg.config is None and Path(str(model_cfg.name_or_path)).is_dir():
-        weights = sorted(Path(str(model_cfg.name_or_path)).glob("*.safetensors"))
+    elif model_cfg.config is None and Path(resolve_source(str(model_cfg.name_or_path), False)).is_dir():
+        # resolve_source expands `~/models/x` (the loader reads it so too): its weights are hashed the same way
+        weights = sorted(Path(resolve_source(str(model_cfg.name_or_path), False)).glob("*.safetensors"))
         info["weights_sha256"] = {w.name: file_sha256(w) for w in weights}  # local folder: no revision
     if model_cfg.weights_note:
         info["weights_note"] = model_cfg.weights_note

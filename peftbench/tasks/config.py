@@ -121,7 +121,9 @@ class TaskConfig:
         fixture = self.fixture if "source" in self.fixture else {"source": self.fixture}
         unknown = sorted(set(fixture) - {"source", "split_ratios"})
         if unknown:
-            raise ConfigError(f"task.fixture.{unknown[0]}: unknown key; allowed: source, split_ratios")
+            raise ConfigError(
+                f"task.fixture.{unknown[0]}={fixture[unknown[0]]!r}: unknown key; allowed: source, split_ratios"
+            )
         self.source = dict(fixture["source"])
         self.split_ratios = {**self.split_ratios, **fixture.get("split_ratios", {})}
         self.path = None  # the fixture wins over a path, so `use_fixture=true` always runs offline
@@ -130,7 +132,15 @@ class TaskConfig:
         kind = SUFFIX_KINDS.get(Path(self.path).suffix.lower())
         if kind is None:
             raise ConfigError(f"task.path={self.path}: suffix allowed {', '.join(SUFFIX_KINDS)}")
-        source: dict[str, Any] = {"kind": kind, "data_files": self.path}
+        # The source's builder options (task.source.encoding=latin-1, a delimiter) still apply to the file when
+        # they are for the same builder; options of another builder would be refused by it.
+        given = dict(self.source or {})
+        options = (
+            {k: v for k, v in given.items() if k not in ("kind", "data_files")}
+            if given.get("kind") == kind
+            else {}
+        )
+        source: dict[str, Any] = {**options, "kind": kind, "data_files": self.path}
         if Path(self.path).suffix.lower() == ".tsv":
             source["delimiter"] = "\t"
         self.source = source

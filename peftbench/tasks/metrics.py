@@ -101,8 +101,14 @@ def normalise_metrics(metrics: list[str] | dict[str, Any], task_type: str, num_l
     for name, spec in specs.items():
         if spec is None:
             if name not in BUILTIN:
+                # a list names the metrics (task.metrics=[a,b]); a mapping gives each its spec
+                key = (
+                    f"task.metrics={list(specs)}"
+                    if isinstance(metrics, list | tuple)
+                    else f"task.metrics.{name}=None"
+                )
                 raise ConfigError(
-                    f"task.metrics.{name}: unknown metric; allowed {', '.join(BUILTIN)}, "
+                    f"{key}: unknown metric {name}; allowed {', '.join(BUILTIN)}, "
                     "or name: {_target_: <torchmetrics class>} / {evaluate: <metric id>}"
                 )
             applies_to = BUILTIN[name].task_type

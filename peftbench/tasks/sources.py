@@ -112,6 +112,25 @@ def locate_problem(file: str, kind: str, options: dict[str, Any]) -> str | None:
     return None
 
 
+def short_row(file: str, options: dict[str, Any]) -> str | None:
+    """The first csv row with fewer fields than the header, as ``line N has K field(s), the header H``: the csv
+    builder reads it without complaint and fills the missing fields with nulls."""
+    delimiter = options.get("delimiter") or options.get("sep") or ","
+    quotechar = options.get("quotechar") or '"'
+    if len(delimiter) != 1 or len(quotechar) != 1:
+        return None
+    try:
+        with open(file, newline="", encoding=options.get("encoding") or "utf-8") as handle:
+            reader = csv.reader(handle, delimiter=delimiter, quotechar=quotechar)
+            header = next(reader, [])
+            for row in reader:
+                if row and len(row) < len(header):
+                    return f"line {reader.line_num} has {len(row)} field(s), the header {len(header)}"
+    except (OSError, csv.Error, LookupError, UnicodeDecodeError):
+        return None
+    return None
+
+
 def _encoding_name(encoding: str) -> str:
     return "UTF-8" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
 

@@ -76,6 +76,20 @@ class Classification(TaskKind):
     def cast_labels(self, task: TaskConfig, dataset: Dataset, split: str) -> Dataset:
         """Class indices as a ClassLabel column; raw labels may be indices, the label names, or mapped."""
         values = dataset.unique("label")
+        if None in values:  # an empty field, or a row with fewer fields than the header (csv)
+            files = (task.source or {}).get("data_files")
+            if (task.source or {}).get("kind") == "csv" and isinstance(files, str):
+                from peftbench.tasks.sources import short_row
+
+                where = short_row(files, task.source)
+                if where is not None:
+                    raise ConfigError(f"task.path={files}: {where}; every row needs a {task.label_column}")
+            row = dataset[dataset["label"].index(None)]
+            text = next((str(v) for k, v in row.items() if k != "label" and v is not None), "")
+            raise ConfigError(
+                f"task.label_column={task.label_column}: a row in split {split!r} has no label (an empty field, "
+                f"or fewer fields than the header); its text starts {text[:60]!r}"
+            )
         is_index = [
             isinstance(v, int) and not isinstance(v, bool) and 0 <= v < task.num_labels for v in values
         ]
