@@ -207,3 +207,21 @@ def test_a_missing_forgetting_corpus_is_refused_before_loading(make_cfg, monkeyp
     cfg = make_cfg("callbacks=forgetting", f"paths.data_dir={tmp_path}/afile")
     with pytest.raises(ConfigError, match=r"paths.data_dir=.*afile: a file, not a folder"):
         run(cfg)
+
+
+def test_a_failed_run_prints_its_traceback_once_and_one_line(monkeypatch, tmp_path, capsys) -> None:
+    """Hydra used to print the traceback run() had already logged a second time (45-105 lines in all)."""
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom mid-assembly")
+
+    monkeypatch.setattr("peftbench.train.assemble.assemble", boom)
+    code = _main(["method=head_only"], monkeypatch, tmp_path)
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert code == 1
+    assert text.count("Traceback (most recent call last)") == 1, text[-3000:]
+    last = captured.err.strip().splitlines()[-1]
+    assert last == "peftbench-train: run failed: RuntimeError: boom mid-assembly"
+    (result,) = (tmp_path / "results").glob("*.json")  # a run that failed is a run: its result says so
+    assert '"status": "failed"' in result.read_text()
