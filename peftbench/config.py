@@ -13,7 +13,6 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from peftbench.errors import ConfigError
@@ -47,6 +46,8 @@ def cpu_model_name() -> str | None:
 
 def auto_precision() -> str:
     """Lightning precision flag: bf16 autocast where the hardware runs it natively, fp32 elsewhere."""
+    import torch  # here, not at import: composing a config (--help, --cfg job) needs no torch
+
     if torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
     if torch.backends.mps.is_available():

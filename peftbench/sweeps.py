@@ -16,7 +16,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -54,6 +53,8 @@ def check_trainer(cfg: DictConfig) -> None:
     strategy = str(strategy)
     if "fsdp" in strategy.lower():
         accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="auto"))
+        import torch
+
         on_cpu = accelerator == "cpu" or not torch.cuda.is_available()
         if on_cpu:
             raise ConfigError(
@@ -64,6 +65,19 @@ def check_trainer(cfg: DictConfig) -> None:
 
 def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
+
+
+# Launchers that start a fresh process for every job (ours, submitit's); the basic launcher runs them all in
+# this one, and joblib's loky reuses its worker processes.
+FRESH_PROCESS_LAUNCHERS = ("SubprocessLauncher", "SlurmLauncher", "LocalLauncher")
+
+
+def one_job_per_process() -> bool:
+    """Whether this process runs only the current job (a single run, or a launcher's fresh child)."""
+    if not is_multirun():
+        return True
+    target = str(OmegaConf.select(HydraConfig.get(), "launcher._target_", default="") or "")
+    return target.rsplit(".", 1)[-1] in FRESH_PROCESS_LAUNCHERS
 
 
 def sweep_dir() -> str | None:
@@ -125,6 +139,8 @@ def failure_status(error: BaseException) -> str:
         return "killed"
     if isinstance(error, RunDiverged):
         return "diverged"
+    import torch
+
     if isinstance(error, MemoryError | torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower():
         return "oom"
     return "failed"

@@ -20,20 +20,15 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import lightning as L
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
-from safetensors.torch import save_file
 
-from peftbench import assemble, hydra_errors, init_from, sweeps
 from peftbench import config as _config  # noqa: F401  (registers the config resolvers)
+from peftbench import hydra_errors, sweeps
 from peftbench.errors import ConfigError, Interrupted
-from peftbench.metrics.inference import measure_inference
-from peftbench.models.backbone import model_fingerprint
-from peftbench.models.module import PeftBenchModule
+from peftbench.imports import gate_bitsandbytes
 from peftbench.resources import config_dir
 from peftbench.results import (
     WEIGHTS_FILE,
@@ -47,9 +42,27 @@ from peftbench.results import (
     utc_now,
     write_result,
 )
-from peftbench.tasks.datamodule import TaskDataModule
+
+if TYPE_CHECKING:
+    import lightning as L
+
+    from peftbench.assemble import PreparedRun
+    from peftbench.models.module import PeftBenchModule
+    from peftbench.tasks.datamodule import TaskDataModule
 
 log = logging.getLogger("peftbench")
+# Nothing heavy (torch, Lightning, transformers, peft) is imported at module level: `peftbench-train --help`,
+# `--cfg job` and tab completion compose configs only (bench/startup.py times them). A run imports them when
+# it starts (`assemble` below); the bitsandbytes gate (peftbench/imports.py) comes first.
+
+
+def __getattr__(name: str) -> Any:
+    """``peftbench.train.assemble``: the assembly module, imported on first use (tests patch through it)."""
+    if name == "assemble":
+        from peftbench import assemble
+
+        return assemble
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def run(cfg: DictConfig) -> RunResult:
@@ -58,6 +71,10 @@ def run(cfg: DictConfig) -> RunResult:
     compose (Hydra) -> resume check -> parts (validated, nothing loaded) -> assemble -> fit -> test ->
     every component reports its section -> write.
     """
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from peftbench import assemble, init_from
+
     started_at, clock = utc_now(), time.monotonic()
     run_id = compute_run_id(cfg)
     done = sweeps.finished_point(cfg, run_id)  # a resumed sweep skips a finished point
@@ -148,7 +165,12 @@ def _new_result(cfg: DictConfig, run_id: str, started_at: str) -> RunResult:
     return result
 
 
-def _fit_and_test(cfg: DictConfig, prepared: assemble.PreparedRun, result: RunResult) -> None:
+def _fit_and_test(cfg: DictConfig, prepared: PreparedRun, result: RunResult) -> None:
+    from safetensors.torch import save_file
+
+    from peftbench.metrics.inference import measure_inference
+    from peftbench.models.backbone import model_fingerprint
+
     task, module, datamodule, trainer = prepared.task, prepared.module, prepared.datamodule, prepared.trainer
     result.data = {"split_seed": task.split_seed, "sizes": datamodule.split_sizes()}
     if task.type == "classification":  # the classes as trained (inferred from train when not configured)
@@ -268,6 +290,7 @@ def train_job(cfg: DictConfig) -> float | None:
     _JOB_STARTED.append(True)
     with sweeps.stop_on_signals():
         try:
+            gate_bitsandbytes(cfg, sweeps.one_job_per_process())  # before peft is first imported
             result = run(cfg)
         except ConfigError as error:  # not a run: no result file, whatever the sweep settings
             if sweeps.is_multirun():

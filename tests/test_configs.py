@@ -92,10 +92,12 @@ def test_every_yaml_knob_is_commented() -> None:
 def test_precision_defaults_to_bf16_on_bf16_hardware(bf16: bool, expected: str, monkeypatch) -> None:
     """The composed default follows the CPU's native bf16 support (both branches, on any machine: the
     detection is stubbed, not the decision under test)."""
+    import torch
+
     import peftbench.config as config_module
 
-    monkeypatch.setattr(config_module.torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(config_module.torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     monkeypatch.setattr(config_module, "cpu_has_bf16", lambda: bf16)
     cfg = compose_config([], tiny=False)
     assert OmegaConf.select(cfg, "trainer.precision") == expected

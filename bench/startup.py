@@ -1,0 +1,89 @@
+"""Start-up costs of ``peftbench-train``, measured side by side against the interpreter's own start.
+
+    python bench/startup.py [--repeats 3] [--checkout DIR]
+
+Each command runs ``--repeats`` times, interleaved (command 1, 2, ... then again), in a fresh process; the
+table gives the median wall time and its ratio to ``python -c pass``. ``--checkout DIR`` times another
+checkout's code (its folder goes first on PYTHONPATH), for a before/after comparison in one sitting:
+
+    git worktree add /tmp/old <commit>
+    python bench/startup.py --checkout /tmp/old && python bench/startup.py
+
+Rows:
+  python -c pass           the interpreter alone (the floor)
+  import peftbench.train   the entry point's module
+  --help                   Hydra's help: lists every config group
+  --cfg job                compose and print the default job config
+  libraries a run needs    import torch, lightning, transformers, peft (what any run must pay)
+  1-step tiny run          tiny-bert on the synthetic task, 1 step, no test or inference timing
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TINY = [
+    "model=tiny-bert",
+    "task=synthetic",
+    "logger=none",
+    "trainer.precision=32-true",
+    "task.max_steps=1",
+    "run_test=false",
+    "inference.enabled=false",
+    "print_summary=false",
+]
+
+
+def commands(tmp: Path) -> list[tuple[str, list[str]]]:
+    py = sys.executable
+    train = [py, "-m", "peftbench.train"]
+    return [
+        ("python -c pass", [py, "-c", "pass"]),
+        ("import peftbench.train", [py, "-c", "import peftbench.train"]),
+        ("--help", [*train, "--help"]),
+        ("--cfg job", [*train, "--cfg", "job"]),
+        ("libraries a run needs", [py, "-c", "import torch, lightning, transformers, peft"]),
+        (
+            "1-step tiny run",
+            [*train, *TINY, f"paths.results_dir={tmp}/results", f"hydra.run.dir={tmp}/run", "sweep.resume=false"],
+        ),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--checkout", type=Path, default=Path(__file__).resolve().parents[1])
+    args = parser.parse_args()
+    env = {**os.environ, "PYTHONPATH": f"{args.checkout}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    times: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="peftbench-startup-") as folder:
+        rows = commands(Path(folder))
+        for repeat in range(args.repeats):
+            for name, command in rows:
+                start = time.perf_counter()
+                done = subprocess.run(command, cwd=args.checkout, env=env, capture_output=True, text=True)
+                elapsed = time.perf_counter() - start
+                if done.returncode != 0:
+                    sys.exit(f"{name} failed (rc {done.returncode}):\n{done.stderr[-2000:]}")
+                times.setdefault(name, []).append(elapsed)
+            print(f"repeat {repeat + 1}/{args.repeats} done", file=sys.stderr)
+    floor = statistics.median(times["python -c pass"])
+    print(f"checkout: {args.checkout}")
+    print(f"{'command':<24} {'median s':>9} {'× python':>9}   all (s)")
+    for name, _ in rows:
+        median = statistics.median(times[name])
+        values = " ".join(f"{t:.2f}" for t in times[name])
+        print(f"{name:<24} {median:>9.2f} {median / floor:>9.1f}   {values}")
+
+
+if __name__ == "__main__":
+    main()
