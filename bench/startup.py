@@ -52,7 +52,13 @@ def commands(tmp: Path) -> list[tuple[str, list[str]]]:
         ("libraries a run needs", [py, "-c", "import torch, lightning, transformers, peft"]),
         (
             "1-step tiny run",
-            [*train, *TINY, f"paths.results_dir={tmp}/results", f"hydra.run.dir={tmp}/run", "sweep.resume=false"],
+            [
+                *train,
+                *TINY,
+                f"paths.results_dir={tmp}/results",
+                f"hydra.run.dir={tmp}/run",
+                "sweep.resume=false",
+            ],
         ),
     ]
 
