@@ -207,7 +207,9 @@ def test_a_bad_custom_knob_is_one_line_before_weights_load(override, message, ma
 
 
 def test_methods_without_knobs_refuse_any() -> None:
-    with pytest.raises(ConfigError, match=r"^method\.colour='red': unknown key; method\.impl=full has no knobs$"):
+    with pytest.raises(
+        ConfigError, match=r"^method\.colour='red': unknown key; method\.impl=full has no knobs$"
+    ):
         build_method(compose_config(["method=full", "+method.colour=red"]).method)
 
 

@@ -298,7 +298,10 @@ def test_spec_metrics_take_their_direction_from_the_class_or_the_spec() -> None:
 @pytest.mark.parametrize(
     ("override", "fragment"),
     [
-        ("task.metrics=[accuracy,bleu]", "task.metrics=['accuracy', 'bleu']: unknown metric bleu; allowed accuracy"),
+        (
+            "task.metrics=[accuracy,bleu]",
+            "task.metrics=['accuracy', 'bleu']: unknown metric bleu; allowed accuracy",
+        ),
         ("task.metrics=[pearson]", "task.metrics.pearson: a regression metric"),
     ],
 )
