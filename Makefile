@@ -35,8 +35,11 @@ test-slow: assets
 lint:
 	ruff check . && ruff format --check .
 
-bench: install
-	$(PYTHON) bench/overhead.py
+# Side-by-side benchmarks (ratios; ~25 min on 2 cores): start-up costs, then peftbench beside a hand loop
+# (fp32, bf16) and the HF Trainer on MiniLM + MR (needs `make assets`). bench/overhead.py prices the loop alone.
+bench: assets
+	$(PYTHON) bench/startup.py
+	$(PYTHON) bench/anchors.py --out bench/anchors.json
 
 clean:
 	rm -rf outputs multirun lightning_logs .pytest_cache .ruff_cache
