@@ -116,8 +116,14 @@ def describe_type(annotation: Any) -> str:
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
         shown = [arg for arg in args if arg is not type(None) and getattr(arg, "__name__", "") != "Tensor"]
-        parts = [describe_type(arg) for arg in shown or args if arg is not type(None)]
-        return " or ".join(dict.fromkeys([*parts, *(["None"] if type(None) in args else [])]))
+        parts = [
+            ", ".join(str(a) for a in typing.get_args(arg)) if typing.get_origin(arg) is typing.Literal
+            else describe_type(arg)
+            for arg in shown or args
+            if arg is not type(None)
+        ]  # fmt: skip
+        words = list(dict.fromkeys([*parts, *(["None"] if type(None) in args else [])]))
+        return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
     if origin is typing.Literal:
         return "one of " + ", ".join(str(a) for a in args)
     if origin is tuple and args and args[-1] is not Ellipsis:

@@ -121,9 +121,11 @@ def check_value(path: str, value: Any, annotation: Any) -> None:
     if isinstance(value, Mapping) and "_target_" in value:
         return
     if annotation is not inspect.Parameter.empty and not _check_type(value, annotation):
-        choices = literal_choices(annotation)
+        choices = list(
+            dict.fromkeys(str(choice) for choice in literal_choices(annotation))
+        )  # 32 and '32' once
         if choices:
-            raise ConfigError(f"{path}={value!r}: allowed {', '.join(str(choice) for choice in choices)}")
+            raise ConfigError(f"{path}={value!r}: allowed {', '.join(choices)}")
         raise ConfigError(f"{path}={value!r}: expected {describe(annotation)}")
     floor = ARGUMENT_FLOORS.get(path.rsplit(".", 1)[-1])
     number = isinstance(value, int | float) and not isinstance(value, bool)
