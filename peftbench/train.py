@@ -200,9 +200,11 @@ def _fit_and_test(cfg: DictConfig, prepared: PreparedRun, result: RunResult) -> 
     best_path = result.selection["best_checkpoint"]
     if cfg.run_test:
         result.test_last = _test(trainer, module, datamodule)
-        if best_path:
+        # The best checkpoint is the last weights when the best validation was the last step's: one test pass.
+        best_is_last = result.selection.get("best_step") == result.selection["global_steps"]
+        if best_path and not best_is_last:
             result.test = _test(trainer, module, datamodule, ckpt_path=best_path)
-        else:  # no checkpointing (fast_dev_run): the last weights are all there is
+        else:  # no checkpointing (fast_dev_run), or the best is the last: the last weights are the chosen ones
             result.test = dict(result.test_last)
         # The chosen checkpoint's predictions: the test pass that ran last.
         result.predictions = _complete_predictions(module.test_predictions, datamodule.split_sizes())

@@ -177,3 +177,22 @@ def test_multirun_writes_one_result_per_job_with_its_own_peak(tmp_path: Path) ->
         assert result.efficiency["peak_mem_source"] == "vmhwm"
         assert result.efficiency["peak_mem_mb"] > 0
     assert "| row " in done.stdout and "| head_only" in done.stdout  # the end-of-sweep comparison table
+
+
+def test_the_best_checkpoint_at_the_last_step_is_tested_once(make_cfg, monkeypatch) -> None:
+    """One validation, at the last step: the best checkpoint is the last weights, so one test pass serves both
+    (it used to test the same weights twice)."""
+    from peftbench import train
+
+    calls = []
+    real = train._test
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("ckpt_path"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "_test", counted)
+    result = run(make_cfg("method=head_only", "task.max_steps=4", "task.val_every_n_steps=4"))
+    assert result.selection["best_step"] == result.selection["global_steps"] == 4
+    assert result.selection["chosen"] == "best" and result.selection["best_checkpoint"]
+    assert calls == [None] and result.test == result.test_last
