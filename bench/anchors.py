@@ -1,6 +1,7 @@
 """peftbench beside its anchors: a hand-written loop (fp32 and bf16 autocast), the HF Trainer, peftbench.
 
     python bench/anchors.py [--rounds 2] [--steps 400] [--only hand-fp32,peftbench]
+    python bench/anchors.py --variant bf16-weights=model.dtype=bfloat16   # + peftbench with overrides
 
 One recipe for all four, peftbench's default run: MiniLM (the offline package) on MR (the offline corpus,
 peftbench's own split and tokenisation), LoRA r8 alpha 16 dropout 0.1 on query/value plus the trained head,
@@ -11,6 +12,8 @@ batch 16, AdamW lr 5e-4 weight decay 0.01, linear schedule with 6 % warm-up, gra
 - ``hand-bf16``: the same under ``torch.autocast("cpu", torch.bfloat16)``.
 - ``hf-trainer``: ``transformers.Trainer`` with the same model, data and hyperparameters (``bf16=True``).
 - ``peftbench``: ``peftbench-train`` with its defaults (length-grouped batches, bf16 where the CPU runs it).
+- ``--variant LABEL=OVERRIDE[;OVERRIDE...]`` (repeatable): peftbench with those overrides as one more runner,
+  for candidates measured beside the default rather than assumed (bf16 frozen weights, optimizer options).
 
 Each runner is a fresh process (no shared thread pools or caches); runners are interleaved for ``--rounds``
 rounds and the medians are printed. samples/s counts the steps after the first 5 (peftbench's own
@@ -192,12 +195,13 @@ def hf_trainer(steps: int) -> dict[str, float]:
     }
 
 
-def peftbench_run(steps: int) -> dict[str, float]:
+def peftbench_run(steps: int, overrides: list[str] = ()) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as out:
         command = [
             sys.executable,
             "-m",
             "peftbench.train",
+            *overrides,
             f"task.max_steps={steps}",
             "logger=none",
             "inference.enabled=false",
@@ -216,14 +220,14 @@ def peftbench_run(steps: int) -> dict[str, float]:
     }
 
 
-def run_one(name: str, steps: int) -> dict[str, float]:
+def run_one(name: str, steps: int, overrides: list[str]) -> dict[str, float]:
     if name == "hand-fp32":
         return hand_loop(steps, bf16=False)
     if name == "hand-bf16":
         return hand_loop(steps, bf16=True)
     if name == "hf-trainer":
         return hf_trainer(steps)
-    return peftbench_run(steps)
+    return peftbench_run(steps, overrides)
 
 
 # --- the orchestrator ---------------------------------------------------------------------------------------
@@ -232,23 +236,31 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--only", default=",".join(RUNNERS), help="comma list of runners")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL=OVERRIDE[;OVERRIDE]")
     parser.add_argument("--runner", help=argparse.SUPPRESS)  # internal: run one runner, print its JSON
+    parser.add_argument("--overrides", default="", help=argparse.SUPPRESS)  # internal: a variant's overrides
     parser.add_argument("--out", type=Path, help="write the per-run records (JSON)")
     args = parser.parse_args()
     if args.runner:
-        print(json.dumps(run_one(args.runner, args.steps)))
+        print(json.dumps(run_one(args.runner, args.steps, [o for o in args.overrides.split(";") if o])))
         return
     names = [name for name in args.only.split(",") if name]
     unknown = sorted(set(names) - set(RUNNERS))
     if unknown:
         sys.exit(f"--only: unknown runner {unknown[0]}; allowed {', '.join(RUNNERS)}")
+    variants = dict(v.split("=", 1) for v in args.variant if "=" in v)
+    if len(variants) != len(args.variant):
+        sys.exit("--variant: expected LABEL=OVERRIDE[;OVERRIDE...], e.g. bf16-weights=model.dtype=bfloat16")
+    names += [f"peftbench:{label}" for label in variants]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     records: list[dict[str, Any]] = []
     for round_number in range(args.rounds):
         order = names[round_number % len(names) :] + names[: round_number % len(names)]  # rotate the order
         for name in order:
             start = time.perf_counter()
-            command = [sys.executable, __file__, "--runner", name, "--steps", str(args.steps)]
+            runner, _, label = name.partition(":")
+            command = [sys.executable, __file__, "--runner", runner, "--steps", str(args.steps)]
+            command += ["--overrides", variants.get(label, "")]
             done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
             if done.returncode != 0:
                 sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
@@ -265,7 +277,8 @@ def main() -> None:
                 file=sys.stderr,
             )
     if args.out:
-        args.out.write_text(json.dumps({"steps": args.steps, "cpu": _cpu(), "records": records}, indent=1))
+        meta = {"steps": args.steps, "cpu": _cpu(), "variants": variants}
+        args.out.write_text(json.dumps({**meta, "records": records}, indent=1))
     print(table(records, names, args.steps))
 
 

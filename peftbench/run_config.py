@@ -132,14 +132,30 @@ def check_run_config(cfg: DictConfig) -> None:
     dataclass_from_cfg(OptimizerKnobs, _known(OptimizerKnobs, optimizer), "optimizer")
     scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True)
     dataclass_from_cfg(SchedulerKnobs, scheduler, "scheduler")
-    _stand_in_optimizer(optimizer, scheduler)
+    stand_in = _stand_in_optimizer(optimizer, scheduler)
+    _check_clipping(cfg, stand_in)
     check_paths(cfg.paths)
     check_weights_source(ModelConfig.from_cfg(cfg.model))
     check_callbacks(cfg.get("callbacks"))
     check_loggers(cfg.get("logger"))
 
 
-def _stand_in_optimizer(optimizer_cfg: dict[str, Any], scheduler_cfg: dict[str, Any]) -> None:
+def _check_clipping(cfg: DictConfig, optimizer: torch.optim.Optimizer) -> None:
+    """An optimizer that unscales gradients inside its own step (torch's ``fused=True``) cannot have them
+    clipped under mixed precision: Lightning refuses at the first step, i.e. after the model has loaded."""
+    clip = OmegaConf.select(cfg, "trainer.gradient_clip_val", default=None)
+    precision = str(OmegaConf.select(cfg, "trainer.precision", default=""))
+    if getattr(optimizer, "_step_supports_amp_scaling", False) and clip and "mixed" in precision:
+        raise ConfigError(
+            f"optimizer.fused={optimizer.defaults.get('fused')}: this optimizer unscales gradients in its own "
+            f"step, which Lightning cannot clip under trainer.precision={precision}; set trainer.gradient_clip_val"
+            "=null, a non-mixed precision, or optimizer.foreach=true instead"
+        )
+
+
+def _stand_in_optimizer(
+    optimizer_cfg: dict[str, Any], scheduler_cfg: dict[str, Any]
+) -> torch.optim.Optimizer:
     """Check the optimizer's arguments against its class, then build it (and its schedule) on one dummy
     parameter: an unknown argument or a value the class refuses shows up now, naming the key, not after the
     model has loaded."""
@@ -162,6 +178,7 @@ def _stand_in_optimizer(optimizer_cfg: dict[str, Any], scheduler_cfg: dict[str, 
         )
     except (ValueError, TypeError) as error:
         raise ConfigError(f"scheduler.name={scheduler_cfg.get('name')}: {error}") from None
+    return optimizer
 
 
 # --- loggers: checked against the signatures that will receive their values ---------------------------------

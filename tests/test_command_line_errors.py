@@ -95,6 +95,10 @@ SIGNATURE_CASES = [
     (["optimizer.betas=[0.9]"], "optimizer.betas=[0.9]: expected a list of 2 values (float, float)"),
     (["optimizer.betas=[1.5,0.9]"], "optimizer.betas=[1.5, 0.9]: Invalid beta parameter at index 0: 1.5"),
     (["+optimizer.amsgrad=maybe"], "optimizer.amsgrad='maybe': expected a bool"),
+    (  # Lightning refused this at the first step: a fused step unscales gradients itself
+        ["+optimizer.fused=true", "trainer.precision=bf16-mixed"],
+        "optimizer.fused=True: this optimizer unscales gradients in its own step",
+    ),
     (
         ["callbacks.progress_bar.refresh_rate=-1"],
         "callbacks.progress_bar.refresh_rate=-1: expected a number >= 0",
