@@ -194,12 +194,7 @@ def check_loggers(node: DictConfig | None) -> None:
     """Every ``logger.<name>`` entry: its class imports, every key is an argument of the class (or of
     ``wandb.init``, which a WandbLogger hands the rest to), values have the argument's type or literal choices,
     and the folders it writes to can be folders. Lightning's loggers only use most of these when they first log."""
-    for name, entry in (node or {}).items():
-        if not entry or not entry.get("_target_"):
-            continue
-        values = OmegaConf.to_container(entry, resolve=True)
-        target = values.pop("_target_")
-        prefix = f"logger.{name}"
+    for prefix, target, values in _entries(node, "logger"):
         cls = _import(prefix, target)
         parameters = _logger_parameters(cls)
         receivers = f"{target} or wandb.init" if _is_wandb(cls) else target
@@ -213,13 +208,19 @@ def check_callbacks(node: DictConfig | None) -> None:
     """Every ``callbacks.<name>`` entry against its class's signature (Lightning's own callbacks take
     ``refresh_rate=-1`` or an unknown key's typo without a word); peftbench's callbacks check their own values
     on construction, which comes before any weights load too."""
-    for name, entry in (node or {}).items():
-        if not entry or not entry.get("_target_"):
-            continue
-        values = OmegaConf.to_container(entry, resolve=True)
-        target = values.pop("_target_")
-        prefix = f"callbacks.{name}"
+    for prefix, target, values in _entries(node, "callbacks"):
         check_arguments(prefix, values, parameters_of(_import(prefix, target)), target)
+
+
+def _entries(node: DictConfig | None, group: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(group.name, _target_, the other keys)`` of each entry of a group that names a class (null entries,
+    e.g. ``callbacks.progress_bar=null``, are switched off)."""
+    entries = []
+    for name, entry in (node or {}).items():
+        if entry and entry.get("_target_"):
+            values = OmegaConf.to_container(entry, resolve=True)
+            entries.append((f"{group}.{name}", str(values.pop("_target_")), values))
+    return entries
 
 
 def check_trainer(node: DictConfig) -> None:
