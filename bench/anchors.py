@@ -19,7 +19,9 @@ Each runner is a fresh process (no shared thread pools or caches); runners are i
 rounds and the medians are printed. samples/s counts the steps after the first 5 (peftbench's own
 ``callbacks.efficiency.warmup_steps``), so model loading, tokenisation and the test pass are outside it.
 Accuracy is on the test split with the last weights (peftbench: ``test_last``), so all four are judged alike.
-Ratios only; the machine's noise is why runs interleave.
+Ratios only; the machine's noise is why runs interleave. The table ends with the machine's dense matmul rate
+at this model's shapes (bf16, fp32) and peftbench's step FLOP rate against it: the ceiling a faster step is
+measured against.
 """
 
 from __future__ import annotations
@@ -214,13 +216,37 @@ def peftbench_run(steps: int, overrides: list[str] = ()) -> dict[str, float]:
             raise RuntimeError(f"peftbench-train failed:\n{done.stderr[-3000:]}")
         (path,) = Path(out, "results").glob("*.json")
         result = json.loads(path.read_text())
+    step_s = float(result["efficiency"]["train_step_time_ms"]) / 1000 * int(result["budget"]["steps"])
     return {
         "samples_per_s": float(result["efficiency"]["train_samples_per_s"]),
         "accuracy": float(result["test_last"]["test/accuracy"]),
+        "gflop_per_s": float(result["budget"]["train_flops_est"]) / step_s / 1e9,  # its own FLOP estimate
     }
 
 
+def matmul_rates() -> dict[str, float]:
+    """GFLOP/s of dense matmuls at the default model's shapes (MiniLM: hidden 384, FFN 1536; 448 rows = a
+    batch of 16 x ~28 tokens), bf16 and fp32: the ceiling a step's own FLOP rate is read against."""
+    import torch
+
+    rates = {}
+    for dtype in (torch.bfloat16, torch.float32):
+        best = []
+        for m, k, n in ((448, 384, 384), (448, 384, 1536), (448, 1536, 384)):
+            a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+            for _ in range(10):
+                a @ b
+            start = time.perf_counter()
+            for _ in range(200):
+                a @ b
+            best.append(2 * m * k * n * 200 / (time.perf_counter() - start) / 1e9)
+        rates[str(dtype).removeprefix("torch.")] = statistics.median(best)
+    return rates
+
+
 def run_one(name: str, steps: int, overrides: list[str]) -> dict[str, float]:
+    if name == "matmul":
+        return matmul_rates()
     if name == "hand-fp32":
         return hand_loop(steps, bf16=False)
     if name == "hand-bf16":
@@ -254,6 +280,10 @@ def main() -> None:
     names += [f"peftbench:{label}" for label in variants]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     records: list[dict[str, Any]] = []
+    probe = subprocess.run(
+        [sys.executable, __file__, "--runner", "matmul"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    rates = json.loads(probe.stdout.strip().splitlines()[-1]) if probe.returncode == 0 else {}
     for round_number in range(args.rounds):
         order = names[round_number % len(names) :] + names[: round_number % len(names)]  # rotate the order
         for name in order:
@@ -277,12 +307,12 @@ def main() -> None:
                 file=sys.stderr,
             )
     if args.out:
-        meta = {"steps": args.steps, "cpu": _cpu(), "variants": variants}
+        meta = {"steps": args.steps, "cpu": _cpu(), "variants": variants, "matmul_gflop_per_s": rates}
         args.out.write_text(json.dumps({**meta, "records": records}, indent=1))
-    print(table(records, names, args.steps))
+    print(table(records, names, args.steps, rates))
 
 
-def table(records: list[dict[str, Any]], names: list[str], steps: int) -> str:
+def table(records: list[dict[str, Any]], names: list[str], steps: int, rates: dict[str, float]) -> str:
     median = {
         name: {
             key: statistics.median(r[key] for r in records if r["runner"] == name)
@@ -302,6 +332,19 @@ def table(records: list[dict[str, Any]], names: list[str], steps: int) -> str:
         speed = median[name]["samples_per_s"]
         ratio = f"{ours / speed:.2f}" if ours and name != "peftbench" else "—"
         lines.append(f"| {name} | {speed:.1f} | {median[name]['accuracy']:.4f} | {ratio} |")
+    achieved = [r["gflop_per_s"] for r in records if r["runner"] == "peftbench" and "gflop_per_s" in r]
+    if rates:
+        lines.append("")
+        lines.append(
+            f"Dense matmuls at this model's shapes: {rates.get('bfloat16', float('nan')):.0f} GFLOP/s bf16, "
+            f"{rates.get('float32', float('nan')):.0f} fp32."
+        )
+        if achieved:
+            share = statistics.median(achieved) / rates["bfloat16"]
+            lines.append(
+                f"peftbench's step, by its own FLOP estimate (budget.train_flops_est): "
+                f"{statistics.median(achieved):.0f} GFLOP/s, {share:.0%} of the bf16 rate."
+            )
     return "\n".join(lines)
 
 
