@@ -14,14 +14,12 @@ that built it for training, so what is exported is what was trained (generation 
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
-import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -32,6 +30,7 @@ from transformers import PreTrainedTokenizerBase
 from peftbench import init_from, sweeps
 from peftbench.errors import ConfigError
 from peftbench.methods import Method, ModelContext, TrainingHooks
+from peftbench.methods.base import meta_skeleton
 from peftbench.methods.build import build_method, build_regularizers, model_context
 from peftbench.metrics import memory
 from peftbench.models.backbone import ModelConfig, load_hf_config, load_model, load_tokenizer
@@ -148,8 +147,7 @@ def check_head_modules(model_cfg: ModelConfig, context: ModelContext) -> None:
     if not context.head_modules or context.hf_config is None or context.auto_model_class is None:
         return
     try:
-        with torch.device("meta"):
-            skeleton = context.auto_model_class.from_config(copy.deepcopy(context.hf_config))
+        skeleton = meta_skeleton(context)
     except Exception as error:  # noqa: BLE001  (an architecture only its real loader builds: judged there)
         log.debug("no meta-device skeleton of %s (%s): head modules checked at load", model_cfg.name, error)
         return

@@ -18,7 +18,6 @@ local folder with a config.json, an installed ``pkg:`` package), and the ``paths
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from peftbench.config import dataclass_from_cfg
 from peftbench.errors import ConfigError
 from peftbench.knobs import Knobs, knob
 from peftbench.models.backbone import ModelConfig, check_weights_source
-from peftbench.signatures import check_arguments, parameters_of, refusal
+from peftbench.signatures import check_arguments, own_parameters, parameters_of, refusal
 
 # transformers.get_scheduler's names (SchedulerType), listed here so a typo fails before transformers loads.
 SCHEDULERS = (
@@ -253,13 +252,7 @@ def _logger_parameters(cls: type) -> dict[str, Any] | None:
         import wandb
     except ImportError:
         return None  # the logger's own construction reports the missing package
-    own = {key: value for key, value in inspect.signature(cls.__init__).parameters.items() if key != "self"}
-    named = {
-        key: (Any if isinstance(p.annotation, str) else p.annotation)
-        for key, p in own.items()
-        if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
-    }
-    return {**(parameters_of(wandb.init) or {}), **named}
+    return {**own_parameters(wandb.init), **own_parameters(cls.__init__)}
 
 
 def check_paths(node: DictConfig) -> None:

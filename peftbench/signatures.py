@@ -76,6 +76,13 @@ def parameters_of(target: Callable[..., Any]) -> dict[str, Any] | None:
     return None if opened else {}  # a **kwargs that reaches object goes somewhere we cannot see
 
 
+def own_parameters(function: Callable[..., Any]) -> dict[str, Any]:
+    """The named parameters of one function, annotated, without following its ``**kwargs`` anywhere."""
+    own = _annotated(function) or {}
+    own.pop("**", None)
+    return own
+
+
 def _annotated(function: Any) -> dict[str, Any] | None:
     try:
         signature = inspect.signature(function)

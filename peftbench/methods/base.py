@@ -13,6 +13,7 @@ and wrong types are ``peftbench.config.dataclass_from_cfg``'s part of the same c
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -82,6 +83,19 @@ class ModelContext:
     max_length: int | None = None  # task.max_length: the longest input the task feeds the model
     max_positions: int | None = None  # model.max_positions: the longest the position embeddings allow
     auto_model_class: type | None = None  # the task kind's transformers Auto class (the dry runs build it)
+
+
+def meta_skeleton(context: ModelContext) -> nn.Module:
+    """The architecture the task builds, on the meta device: no weights, no memory, built in a fraction of a
+    second. The checks that need module names (head modules, a method's dry-run injection) run on it."""
+    auto_class = context.auto_model_class
+    if auto_class is None:  # a context built by hand (tests): the class the peft task type implies
+        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+        causal = context.task_type == "CAUSAL_LM"
+        auto_class = AutoModelForCausalLM if causal else AutoModelForSequenceClassification
+    with torch.device("meta"):
+        return auto_class.from_config(copy.deepcopy(context.hf_config))
 
 
 class TrainingHooks:

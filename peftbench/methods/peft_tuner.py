@@ -52,6 +52,7 @@ from peftbench.methods.base import (
     check_value,
     integer_annotation,
     knob,
+    meta_skeleton,
 )
 
 log = logging.getLogger("peftbench")
@@ -190,14 +191,7 @@ class PeftTuner(Method):
         matching decides, so target names that match nothing fail here instead of after loading."""
         if context.hf_config is None:
             return
-        auto_class = context.auto_model_class
-        if auto_class is None:  # a context built by hand (tests): the class the peft task type implies
-            from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-            causal = context.task_type == "CAUSAL_LM"
-            auto_class = AutoModelForCausalLM if causal else AutoModelForSequenceClassification
-        with torch.device("meta"):
-            skeleton = auto_class.from_config(copy.deepcopy(context.hf_config))
+        skeleton = meta_skeleton(context)
         try:
             get_peft_model(skeleton, self._config_for(context), low_cpu_mem_usage=True)
         except ValueError as error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,27 +95,32 @@ def locate_problem(file: str, kind: str, options: dict[str, Any]) -> str | None:
                     )
         if kind != "csv":
             return None
-        delimiter = options.get("delimiter") or options.get("sep") or ","
-        quotechar = options.get("quotechar") or '"'
-        if len(delimiter) != 1 or len(quotechar) != 1:
-            return None  # a regex separator: pandas' own reading is the only one
-        with open(file, newline="", encoding=encoding) as handle:
-            reader = csv.reader(handle, delimiter=delimiter, quotechar=quotechar)
-            header = next(reader, [])
-            for row in reader:
-                if len(row) > len(header):  # reader.line_num: the row's last line (quoted fields span lines)
-                    return (
-                        f"line {reader.line_num} has {len(row)} fields, the header {len(header)} (a ragged row; "
-                        f"quote a field that contains the delimiter {delimiter!r})"
-                    )
-    except (OSError, csv.Error, LookupError):
+    except (OSError, LookupError):
         return None
-    return None
+    found = _first_row(file, options, lambda fields, header: fields > header)
+    if found is None:
+        return None
+    line, fields, header = found
+    delimiter = options.get("delimiter") or options.get("sep") or ","
+    return (
+        f"line {line} has {fields} fields, the header {header} (a ragged row; "
+        f"quote a field that contains the delimiter {delimiter!r})"
+    )
 
 
 def short_row(file: str, options: dict[str, Any]) -> str | None:
     """The first csv row with fewer fields than the header, as ``line N has K field(s), the header H``: the csv
     builder reads it without complaint and fills the missing fields with nulls."""
+    found = _first_row(file, options, lambda fields, header: 0 < fields < header)
+    return None if found is None else f"line {found[0]} has {found[1]} field(s), the header {found[2]}"
+
+
+def _first_row(
+    file: str, options: dict[str, Any], wrong: Callable[[int, int], bool]
+) -> tuple[int, int, int] | None:
+    """``(line, fields, header fields)`` of the first csv row whose field count is ``wrong`` against the
+    header's, read with the source's delimiter, quote and encoding; None when there is none, or when the file
+    cannot be read this way (a regex separator: pandas' own reading is the only one)."""
     delimiter = options.get("delimiter") or options.get("sep") or ","
     quotechar = options.get("quotechar") or '"'
     if len(delimiter) != 1 or len(quotechar) != 1:
@@ -124,8 +130,10 @@ def short_row(file: str, options: dict[str, Any]) -> str | None:
             reader = csv.reader(handle, delimiter=delimiter, quotechar=quotechar)
             header = next(reader, [])
             for row in reader:
-                if row and len(row) < len(header):
-                    return f"line {reader.line_num} has {len(row)} field(s), the header {len(header)}"
+                if wrong(
+                    len(row), len(header)
+                ):  # reader.line_num: the row's last line (quoted fields span lines)
+                    return reader.line_num, len(row), len(header)
     except (OSError, csv.Error, LookupError, UnicodeDecodeError):
         return None
     return None
