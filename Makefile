@@ -35,11 +35,13 @@ test-slow: assets
 lint:
 	ruff check . && ruff format --check .
 
-# Side-by-side benchmarks (ratios; ~25 min on 2 cores): start-up costs, then peftbench beside a hand loop
-# (fp32, bf16) and the HF Trainer on MiniLM + MR (needs `make assets`). bench/overhead.py prices the loop alone.
+# Side-by-side benchmarks (ratios; ~35 min on 2 cores): start-up costs, then peftbench beside a hand loop
+# (fp32, bf16) and the HF Trainer on MiniLM + MR (needs `make assets`), then the step's time by op class.
+# bench/overhead.py prices the loop alone.
 bench: assets
 	$(PYTHON) bench/startup.py
 	$(PYTHON) bench/anchors.py --out bench/anchors.json
+	$(PYTHON) bench/step_profile.py --top 12
 
 clean:
 	rm -rf outputs multirun lightning_logs .pytest_cache .ruff_cache
