@@ -15,7 +15,7 @@ import torch
 
 from peftbench.knobs import check_value
 from peftbench.methods.base import logical_numel
-from peftbench.metrics import memory
+from peftbench.metrics import breakdown, memory
 
 
 def device_clock(trainer: L.Trainer) -> float:
@@ -26,7 +26,9 @@ def device_clock(trainer: L.Trainer) -> float:
 
 
 class EfficiencyMonitor(L.Callback):
-    """Parameters, training throughput (samples/s, non-padding tokens/s), peak memory, wall time."""
+    """Parameters, training throughput (samples/s, non-padding tokens/s), peak memory and its breakdown
+    (peftbench/metrics/breakdown.py: weights, gradients, optimizer state, saved activations, the rest), wall
+    time."""
 
     def __init__(self, warmup_steps: int = 5) -> None:
         check_value("warmup_steps", warmup_steps, {"ge": 0}, integer=True)
@@ -43,6 +45,14 @@ class EfficiencyMonitor(L.Callback):
         self._timed_tokens: torch.Tensor | int = 0
         self._fit_start = 0.0
         self._paused = False  # set by a validation: the next step's clock starts at its own batch start
+        # The memory breakdown's tensor parts: sizes, measured once (gradients, optimizer state) or on the
+        # largest padded batch so far (saved activations).
+        self._weights: dict[str, int] = {}
+        self._gradients: int | None = None
+        self._optimizer_state: int | None = None
+        self._activations = 0
+        self._largest_batch = 0
+        self._probe: breakdown.SavedActivationProbe | None = None
 
     # --- fit ----------------------------------------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -57,6 +67,7 @@ class EfficiencyMonitor(L.Callback):
                 "trainable_ratio_pct": 100.0 * trainable / total if total else 0.0,
             }
         )
+        self._weights = breakdown.weight_bytes(model)
         self.figures["peak_mem_source"] = memory.reset_peak()  # type: ignore[assignment]
         # The loaded, transformed model is the baseline: the increment over it is what training itself costs
         # (on CPU the process's RSS already holds ~600 MiB of libraries and weights, which compresses ratios).
@@ -69,11 +80,40 @@ class EfficiencyMonitor(L.Callback):
         if self._paused:  # after a validation and its checkpoint write: neither is training time
             self._last = device_clock(trainer)
             self._paused = False
+        padded = int(batch["input_ids"].numel()) if "input_ids" in batch else 0
+        if padded > self._largest_batch:  # activations grow with the padded batch: probe the largest one
+            self._largest_batch = padded
+            self._probe = breakdown.SavedActivationProbe(pl_module).__enter__()
+
+    def _end_probe(self) -> None:
+        if self._probe is not None:
+            self._probe.__exit__(None, None, None)
+            self._activations = max(self._activations, self._probe.bytes)
+            self._probe = None
+
+    def on_before_backward(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
+    ) -> None:
+        self._end_probe()  # the forward is over: what it saved is what backward will read
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if self._gradients is None:  # every gradient is alive here; their sizes do not change between steps
+            self._gradients = breakdown.gradient_bytes(pl_module)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self._end_probe()  # never leave the saved-tensor hooks installed after a failed step
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         now = device_clock(trainer)
+        self._end_probe()  # a step that skipped backward (e.g. a skipped non-finite loss)
+        if self._optimizer_state is None and trainer.global_step >= 1:  # the state exists after a first step
+            self._optimizer_state = breakdown.optimizer_state_bytes(trainer.optimizers)
         self._steps_seen += 1
         # The interval from the previous step end includes data loading, forward, backward and the optimizer.
         if self._last is not None and self._steps_seen > self.warmup_steps:
@@ -117,6 +157,14 @@ class EfficiencyMonitor(L.Callback):
                 "peak_mem_baseline_mb": self._baseline[kind],
                 "peak_mem_increment_mb": peak - self._baseline[kind],
                 **peaks,
+                **breakdown.breakdown(
+                    peak,
+                    self._baseline[kind],
+                    self._weights,
+                    self._gradients or 0,
+                    self._optimizer_state or 0,
+                    self._activations,
+                ),
             }
         )
         numeric = {f"eff/{k}": float(v) for k, v in self.figures.items() if isinstance(v, int | float)}
