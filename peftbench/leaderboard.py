@@ -983,7 +983,7 @@ def write_outputs(
     n_resamples: int = N_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
 ) -> dict[str, Path]:
-    """Tables (md, csv, tex), Pareto plots (png, svg) and report.md under out_dir."""
+    """Tables (md, csv, tex), Pareto plots and memory-breakdown bars (png, svg) and report.md under out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {
         "markdown": out_dir / "leaderboard.md",
@@ -995,10 +995,10 @@ def write_outputs(
     written["latex"].write_text(to_latex(rows, median))
     figures: dict[tuple[str, str, str], list[Path]] = {}
     if plots:
-        from peftbench.plots import pareto_plots
+        from peftbench.plots import memory_plot, pareto_plots
 
         for key, members in sections(rows).items():
-            figures[key] = pareto_plots(members, out_dir)
+            figures[key] = pareto_plots(members, out_dir) + memory_plot(members, out_dir)
     skipped_note = f"; {len(skipped)} file(s) skipped, listed at the end" if skipped else ""
     report = [f"# peftbench leaderboard\n\nFrom `{source}`: {len(results)} result file(s){skipped_note}.\n"]
     report.append(METHOD_TEXT.format(n=n_resamples, seed=seed, alpha=alpha) + "\n")

@@ -150,3 +150,61 @@ def pareto_plots(rows: Sequence[Any], out_dir: Path, prefix: str | None = None) 
             written.append(path)
         plt.close(figure)
     return written
+
+
+# The memory breakdown's parts (peftbench/metrics/breakdown.py), bottom to top, and their colours.
+MEMORY_PARTS = (
+    ("runtime", "runtime (libraries, data)", "0.8"),
+    ("frozen_weights", "frozen weights", "tab:blue"),
+    ("trainable_weights", "trainable weights", "tab:green"),
+    ("gradients", "gradients", "tab:olive"),
+    ("optimizer_state", "optimizer state", "tab:orange"),
+    ("activations_saved", "activations saved for backward", "tab:red"),
+    ("workspace", "workspace (peak minus the rest)", "tab:purple"),
+)
+
+
+def memory_plot(rows: Sequence[Any], out_dir: Path, prefix: str | None = None) -> list[Path]:
+    """A stacked bar per row: its peak memory split into the breakdown's parts (means over seeds).
+
+    Only rows whose every run recorded the breakdown, from one memory source, are drawn (older result files
+    have none: no plot). A negative workspace (parts that were never all alive at once) is drawn as zero and
+    the bar's label says so, so a bar's height is the measured peak whenever the workspace is not negative.
+    """
+    drawn = [
+        row
+        for row in rows
+        if all(len(row._values(f"mem_{part}_mb")) == len(row.runs) for part, _, _ in MEMORY_PARTS)
+    ]
+    kinds = {row.memory()["kind"] for row in drawn}
+    if not drawn or len(kinds) != 1 or "mixed" in kinds:
+        return []
+    first = rows[0]
+    prefix = prefix or _slug(f"{first.task}-{first.model}-{first.budget}")
+    source = MEM_SOURCES.get(next(iter(kinds)), next(iter(kinds)))
+    figure, axis = plt.subplots(figsize=(9.5, 0.45 * len(drawn) + 1.9))
+    labels = []
+    for index, row in enumerate(drawn):
+        left = 0.0
+        negative = False
+        for part, name, colour in MEMORY_PARTS:
+            value = row.mean_of(f"mem_{part}_mb") or 0.0
+            if value < 0:
+                negative, value = True, 0.0
+            axis.barh(index, value, left=left, color=colour, label=name if index == 0 else None)
+            left += value
+        labels.append(row.label + (" (workspace < 0)" if negative else ""))
+    axis.set_yticks(range(len(drawn)), labels, fontsize=7)
+    axis.invert_yaxis()
+    axis.set_xlabel(f"peak memory in training (MiB, {source}); parts: peftbench/metrics/breakdown.py")
+    axis.set_title(f"{first.task} · {first.model} · {first.budget}: where the peak goes", fontsize=8)
+    axis.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
+    axis.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    written = []
+    for suffix in (".png", ".svg"):
+        path = out_dir / f"memory_{prefix}{suffix}"
+        figure.savefig(path, dpi=150, metadata={"Date": None} if suffix == ".svg" else {"Software": None})
+        written.append(path)
+    plt.close(figure)
+    return written

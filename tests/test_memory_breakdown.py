@@ -71,3 +71,23 @@ def test_a_run_reports_its_breakdown(method: str, make_cfg) -> None:
     assert figures["mem_activations_saved_mb"] > 0
     parts = sum(figures[f"mem_{part}_mb"] for part in breakdown.PARTS)
     assert parts == pytest.approx(figures["peak_mem_mb"])
+
+
+def test_the_leaderboard_draws_the_breakdown_only_for_rows_that_have_it(tmp_path) -> None:
+    from conftest import run_result
+
+    from peftbench import leaderboard as lb
+    from peftbench.plots import memory_plot
+
+    def with_parts(method: str, seed: int):
+        result = run_result(method, seed, 0.8)
+        result.efficiency.update({f"mem_{part}_mb": 10.0 * seed for part in breakdown.PARTS})
+        result.efficiency["peak_mem_kind"] = "cpu_rss"
+        return result
+
+    rows = lb.build([with_parts("lora", 1), with_parts("lora", 2), with_parts("full", 1)]).rows
+    written = memory_plot(rows, tmp_path)
+    assert sorted(p.suffix for p in written) == [".png", ".svg"] and all(p.stat().st_size for p in written)
+    # Older result files carry no breakdown: no plot, so their committed leaderboards regenerate unchanged.
+    old = lb.build([run_result("lora", 1, 0.8), run_result("full", 1, 0.8)]).rows
+    assert memory_plot(old, tmp_path / "old") == []
