@@ -548,3 +548,42 @@ def test_every_reproduction_dry_runs_end_to_end(experiment: str, tmp_path: Path)
         (r.method, r.task, r.error) for r in finished
     ]
     assert (tmp_path / "compare.md").is_file()
+
+
+def _bash_words(line: str) -> list[str]:
+    """The arguments bash passes for ``line`` (after its first word)."""
+    import shutil
+    import subprocess
+
+    rest = line.split(" ", 1)[1]
+    printed = subprocess.run(
+        [shutil.which("bash"), "-c", "printf '%s\\0' " + rest], capture_output=True, text=True, check=True
+    )
+    return printed.stdout.split("\0")[:-1]
+
+
+def test_a_plan_line_is_a_command_bash_runs_unchanged() -> None:
+    """Before: `${recipe.lora_alpha}` went out unquoted (bash: "bad substitution") after a bare `-m`."""
+    from peftbench.reproduction.cli import shell_line
+
+    args = [
+        "-m",
+        "experiments=x",
+        "method.peft_config.lora_alpha=${recipe.lora_alpha}",
+        "task=a,b",
+        "n='q' $HOME",
+    ]
+    line = shell_line(["python", "-m", "peftbench.train", *args])
+    assert line.startswith("peftbench-train -m ")
+    assert _bash_words(line) == args
+
+
+def test_plan_prints_the_commands_it_runs(capsys) -> None:
+    from peftbench.reproduction.cli import stage_command
+
+    experiment = "cpu_minilm_mr/claims"  # the cheapest plan to build; the quoting is tested above
+    assert reproduce_main([experiment, "--plan"]) == 0
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines() if line.startswith("    ")]
+    plan = build_plan(experiment)
+    expected = [stage_command(plan, i, [])[3:] for i in range(len(plan.stages))]
+    assert [_bash_words(line) for line in lines] == expected

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -96,6 +97,11 @@ def stage_command(plan: Plan, stage_index: int, overrides: Sequence[str]) -> lis
     ]
 
 
+def shell_line(command: Sequence[str]) -> str:
+    """``command`` (``python -m peftbench.train ...``) as a line bash runs unchanged: ``peftbench-train ...``."""
+    return shlex.join(["peftbench-train", *command[3:]])
+
+
 def reproduce_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="peftbench-reproduce", description=__doc__.split("\n\n")[1])
     _common(parser)
@@ -130,7 +136,9 @@ def reproduce_main(argv: Sequence[str] | None = None) -> int:
     )
     commands = [stage_command(plan, i, overrides) for i in range(len(plan.stages))]
     for stage, command in zip(plan.stages, commands, strict=True):
-        print(f"  {stage.describe()}\n    {' '.join(command[1:])}")
+        # As a shell would take it: the console script, and each argument quoted where the shell would read it
+        # (`${recipe.lora_alpha}` is Hydra's interpolation, not the shell's).
+        print(f"  {stage.describe()}\n    {shell_line(command)}")
     if args.plan:
         return 0
     started = time.monotonic()
