@@ -14,8 +14,10 @@ that built it for training, so what is exported is what was trained (generation 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,8 +163,16 @@ def check_head_modules(model_cfg: ModelConfig, context: ModelContext) -> None:
         )
 
 
-def load_transformed(run: RunParts, spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> nn.Module:
-    """The pretrained weights (with a causal-LM head for generation tasks) and the method applied to them."""
+def load_transformed(
+    run: RunParts,
+    spec: ModelSpec,
+    tokenizer: PreTrainedTokenizerBase,
+    train_batches: Callable[[], Iterable[dict[str, Any]]] | None = None,
+) -> nn.Module:
+    """The pretrained weights (with a causal-LM head for generation tasks) and the method applied to them.
+
+    ``train_batches`` (a fresh training loader each call) reaches the method as ``context.train_batches``, for
+    inits that need a pass over data (EVA, CorDA); methods that do not ask for it never draw a batch."""
     generative = run.task.type == "generation"
     model, new_weights = load_model(
         run.model_cfg, spec.hf_config, tokenizer.pad_token_id, generative=generative
@@ -170,7 +180,7 @@ def load_transformed(run: RunParts, spec: ModelSpec, tokenizer: PreTrainedTokeni
     stray = sorted({n.rsplit(".", 1)[0] for n in new_weights} - set(spec.context.head_modules))
     if stray:  # freshly initialised weights outside the head would stay random under most methods
         log.warning("weights initialised from scratch outside model.head_modules: %s", stray)
-    return run.method.apply(model, spec.context)
+    return run.method.apply(model, dataclasses.replace(spec.context, train_batches=train_batches))
 
 
 # --- 3. the whole run -------------------------------------------------------------------------------------
@@ -219,7 +229,7 @@ def assemble(
     trainer = build_trainer(cfg, callbacks, loggers)  # after the epoch budget: it sets max_steps
     check_architecture(run, spec)
 
-    model = load_transformed(run, spec, tokenizer)
+    model = load_transformed(run, spec, tokenizer, datamodule.train_dataloader)
     load_figures = memory.peak_mb()
     init_record = (
         init_from.load_into(model, init_source, spec.context.head_modules, run.method)

@@ -16,10 +16,13 @@ Example: ``peftbench-export results/<run>.json --out exported/lora --mode merged
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
@@ -30,6 +33,9 @@ from peftbench.errors import ConfigError
 from peftbench.methods.base import Method
 from peftbench.models.backbone import check_weights_source, load_tokenizer
 from peftbench.results import WEIGHTS_FILE, ResultSchemaError, RunResult, localize, locate, read_result
+
+if TYPE_CHECKING:
+    from peftbench.assemble import RunParts
 
 
 @dataclass
@@ -67,10 +73,26 @@ def rebuild(result: RunResult | str | Path, weights: str | Path | None = None) -
     spec = assemble.model_spec(run)
     assemble.check_architecture(run, spec)
     tokenizer = load_tokenizer(run.model_cfg)
-    model = assemble.load_transformed(run, spec, tokenizer)
+    model = assemble.load_transformed(run, spec, tokenizer, _train_batches(run, tokenizer, result.config))
     run.method.load_trainable_state_dict(model, load_file(str(weights)))
     model.eval()
     return RebuiltRun(result, run.method, model, tokenizer)
+
+
+def _train_batches(
+    run: RunParts, tokenizer: PreTrainedTokenizerBase, config: dict[str, Any]
+) -> Callable[[], Any]:
+    """The run's training loader, built only if the method draws from it (EVA and CorDA inits redo their data
+    pass, in the run's training order, so the rebuilt model has the ranks and base weights the run trained)."""
+    from peftbench.tasks.datamodule import TaskDataModule
+
+    @functools.cache
+    def datamodule() -> TaskDataModule:
+        built = TaskDataModule(run.task, tokenizer, seed=int(config.get("seed", 0)))
+        built.setup()
+        return built
+
+    return lambda: datamodule().train_dataloader()
 
 
 def export(

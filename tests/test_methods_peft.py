@@ -186,6 +186,37 @@ def test_qlora_asks_for_4bit_loading_without_writing_model_keys(make_cfg) -> Non
         (["method=adalora", "method.tinit_ratio=0.5", "method.tfinal_ratio=0.5"], "tinit_ratio"),
         (["method=qlora", "model.quantization=int3"], "model.quantization=int3"),
         (["method=qlora", "method.optimizer_class=nosuch.Optim"], "method.optimizer_class=nosuch.Optim"),
+        # Layer sizes (tiny-bert: query/value 32 -> 32; tiny-llama's v_proj 32 -> 16), on the targeted layers.
+        (
+            ["method=oft", "method.peft_config.oft_block_size=12"],
+            "oft_block_size=12: must divide the in_features",
+        ),
+        (["method=oft", "method.peft_config.r=-1"], "method.peft_config.r=-1: expected an integer >= 0"),
+        (
+            ["method=c3a", "method.peft_config.block_size=64"],
+            "block_size=64: must divide the in_features and",
+        ),
+        (
+            ["method=vblora", "model=tiny-llama"],
+            "vector_length=32: must divide the in_features and out_features",
+        ),
+        (["method=road", "method.peft_config.group_size=64"], "group_size=64: must divide the out_features"),
+        (
+            ["method=fourierft", "method.peft_config.n_frequency=2000"],
+            "n_frequency=2000: expected at most in x out",
+        ),
+        (["method=waveft", "model=tiny-llama", "method.peft_config.n_frequency=600"], "n_frequency=600"),
+        (["method=shira", "method.peft_config.r=20"], "r=20: expected at most in x out / (in + out)"),
+        (["method=miss", "method.peft_config.r=64"], "r=64: expected at most in_features"),
+        (
+            ["method=miss", "method.peft_config.miss_dropout=1.0"],
+            "miss_dropout=1.0: expected a number in [0, 1)",
+        ),
+        (
+            ["method=trainable_tokens", "method.peft_config.token_indices=[]"],
+            "token_indices=[]: expected a non-empty",
+        ),
+        (["method=trainable_tokens", "method.peft_config.token_indices=[2,300]"], "token_indices=[2, 300]"),
     ],
 )
 def test_bad_knobs_stop_before_weights_load(
@@ -288,7 +319,35 @@ def test_a_peft_config_built_in_python_gets_the_same_rules() -> None:
         PeftTuner(name="lora", peft_config=LoraConfig(r=0))
 
 
-@pytest.mark.parametrize("name", ["lora", "ia3", "prompt_tuning", "ln_tuning", "vera"])
+def test_boft_butterflies_need_the_cuda_extension(make_cfg, monkeypatch) -> None:
+    """Without peft's fbd_cuda extension BOFT quietly drops to one butterfly factor: refused before loading."""
+    from peft.tuners.boft.layer import get_fbd_cuda
+
+    if get_fbd_cuda() is not None:
+        pytest.skip("peft's fbd_cuda extension builds here: butterfly factors > 1 run")
+    monkeypatch.setattr("peftbench.assemble.load_model", lambda *a, **k: pytest.fail("weights loaded"))
+    with pytest.raises(ConfigError, match=r"^method\.peft_config\.boft_n_butterfly_factor=2: > 1 needs"):
+        prepare(make_cfg("method=boft", "method.peft_config.boft_n_butterfly_factor=2", "debug=fast_dev_run"))
+
+
+NEW_TUNERS = [
+    "oft",
+    "boft",
+    "hra",
+    "fourierft",
+    "miss",
+    "c3a",
+    "shira",
+    "randlora",
+    "road",
+    "waveft",
+    "vblora",
+]
+
+
+@pytest.mark.parametrize(
+    "name", ["lora", "ia3", "prompt_tuning", "ln_tuning", "vera", *NEW_TUNERS, "delora", "trainable_tokens"]
+)
 def test_what_peft_injects_is_flagged_as_new(name: str, make_cfg) -> None:
     """The bridge flags the modules peft created (mark_created), so regularizers ask the model which weights
     are new instead of asking whether it is a PeftModel: every trainable parameter of a tuner at bias=none

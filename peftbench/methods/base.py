@@ -14,6 +14,7 @@ and wrong types are ``peftbench.config.dataclass_from_cfg``'s part of the same c
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
 NO_DECAY_KEYWORDS = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight", "norm.weight")
+# A parameter group may carry this key: its learning rate is the configured one times the value (LoRA+ gives the
+# B factors a larger lr). The module applies it once the optimizer exists, so it works with any optimizer class.
+LR_SCALE = "lr_scale"
 
 
 @dataclass
@@ -83,6 +87,9 @@ class ModelContext:
     max_length: int | None = None  # task.max_length: the longest input the task feeds the model
     max_positions: int | None = None  # model.max_positions: the longest the position embeddings allow
     auto_model_class: type | None = None  # the task kind's transformers Auto class (the dry runs build it)
+    # For inits that need a pass over data (EVA, CorDA): a fresh loader of training batches (model inputs and
+    # labels, the training order of the run's seed) each call; None where the run loads no data.
+    train_batches: Callable[[], Iterable[dict[str, torch.Tensor]]] | None = None
 
 
 def meta_skeleton(context: ModelContext) -> nn.Module:
@@ -135,7 +142,8 @@ class Method(Configurable, TrainingHooks):
 
     # --- optimizer ----------------------------------------------------------------------------
     def parameter_groups(self, model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-        """Trainable parameters split into decayed and non-decayed groups (biases and norms)."""
+        """Trainable parameters split into decayed and non-decayed groups (biases and norms). A group may set
+        ``LR_SCALE`` (its lr is the configured lr times it) instead of an absolute ``lr``."""
         decay, no_decay = [], []
         for name, param in model.named_parameters():
             if not param.requires_grad:

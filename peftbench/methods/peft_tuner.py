@@ -18,11 +18,12 @@ import copy
 import dataclasses
 import functools
 import importlib
+import importlib.util
 import inspect
 import logging
 import tempfile
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,11 +39,13 @@ from peft import (
     prepare_model_for_kbit_training,
     set_peft_model_state_dict,
 )
+from peft.tuners.tuners_utils import _maybe_include_all_linear_layers, check_target_module_exists
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from peftbench.config import dataclass_from_cfg
 from peftbench.errors import ConfigError
+from peftbench.methods import _lora_inits
 from peftbench.methods._common import mark_created
 from peftbench.methods.base import (
     METHODS,
@@ -62,24 +65,59 @@ PEFT_PREFIX = "method.peft_config"
 # every peft config class that has the field.
 PEFT_KNOB_RULES: dict[str, dict[str, Any]] = {
     **{key: {"gt": 0} for key in ("r", "init_r", "target_r", "num_virtual_tokens")},
+    # Sizes peft only checks layer by layer at injection (where a failure would read as a target-module error).
+    **{key: {"gt": 0} for key in ("n_frequency", "block_size", "vector_length", "num_vectors", "topk")},
     # The update's scale (alpha / r): a negative one flips the update's sign, which no recipe means.
-    **{key: {"gt": 0} for key in ("lora_alpha", "alpha")},
+    **{key: {"gt": 0} for key in ("lora_alpha", "alpha", "randlora_alpha", "delora_lambda")},
     **{
         key: {"ge": 0.0, "lt": 1.0}
-        for key in ("lora_dropout", "vera_dropout", "rank_dropout", "module_dropout", "encoder_dropout")
+        for key in (
+            *("lora_dropout", "vera_dropout", "rank_dropout", "module_dropout", "encoder_dropout"),
+            *("boft_dropout", "miss_dropout", "randlora_dropout", "vblora_dropout"),
+        )
     },
 }
-# Rules for one config class: VeRA types `bias` as a plain str (LoRA's Literal is checked as its type; the
-# rule repeats it for configs built in Python, which skip the type check).
+# Rules for one config class; a class's rule for a field replaces the field's rule above. VeRA types `bias` as a
+# plain str (LoRA's Literal is checked as its type; the rule repeats it for configs built in Python, which skip
+# the type check). OFT and BOFT size a layer by either its block width or its block count, the other one 0.
 PEFT_CLASS_RULES: dict[str, dict[str, dict[str, Any]]] = {
     "LoraConfig": {"bias": {"choices": ("none", "all", "lora_only")}},
     "AdaLoraConfig": {"bias": {"choices": ("none", "all", "lora_only")}},
     "VeraConfig": {"bias": {"choices": ("none", "all", "vera_only")}},
+    "OFTConfig": {"r": {"ge": 0}, "oft_block_size": {"ge": 0}, "num_cayley_neumann_terms": {"gt": 0}},
+    "BOFTConfig": {
+        "boft_block_size": {"ge": 0},
+        "boft_block_num": {"ge": 0},
+        "boft_n_butterfly_factor": {"ge": 1},
+    },
+}
+# What a tuner needs of the size of every layer it targets, by config class: a field (0 = unused) and the layer
+# dimensions it must divide. peft checks these layer by layer at injection, OFT only with a warning after
+# quietly changing the block size.
+PEFT_DIVIDES: dict[str, dict[str, tuple[str, ...]]] = {
+    "OFTConfig": {"oft_block_size": ("in",), "r": ("in",)},
+    "BOFTConfig": {"boft_block_size": ("in",), "boft_block_num": ("in",)},
+    "C3AConfig": {"block_size": ("in", "out")},
+    "VBLoRAConfig": {"vector_length": ("in", "out")},
+    "RoadConfig": {"group_size": ("out",)},
+}
+# The most a field may be on an in x out layer, by config class: (what the limit is, the limit).
+PEFT_LAYER_LIMITS: dict[str, dict[str, tuple[str, Callable[[int, int], int]]]] = {
+    "FourierFTConfig": {"n_frequency": ("in x out", lambda i, o: i * o)},
+    "WaveFTConfig": {"n_frequency": ("in x out", lambda i, o: i * o)},
+    "MissConfig": {"r": ("in_features", lambda i, o: i)},
+    "ShiraConfig": {"r": ("in x out / (in + out)", lambda i, o: i * o // (i + o))},
 }
 # peft annotates init_lora_weights with a Literal whose "pissa_niter_[number of iters]" is a placeholder, so a
 # literal check would refuse pissa_niter_16: the field is type-checked as bool | str instead.
 PEFT_LOOSE_TYPES: dict[str, Any] = {"init_lora_weights": bool | str}
 REWRITING_INITS = ("pissa", "olora", "corda")  # LoRA inits that move part of the base weight into the adapter
+# Rules for the nested configs of LoRA inits (`_target_: peft.EvaConfig` ...), by the LoraConfig field holding
+# them: peft checks LoftQ's bits and iterations only while quantising the loaded weights.
+PEFT_SUBCONFIG_RULES: dict[str, dict[str, dict[str, Any]]] = {
+    "loftq_config": {"loftq_bits": {"choices": (4, 8)}, "loftq_iter": {"ge": 1}},
+    "eva_config": {"rho": {"ge": 1.0}, "tau": {"ge": 0.0, "le": 1.0}},
+}
 
 
 @dataclass
@@ -113,7 +151,7 @@ def peft_config_from(value: Any) -> PeftConfig:
         raise ConfigError(f"{PEFT_PREFIX}._target_={target}: not a peft config class (e.g. peft.LoraConfig)")
     # Nested configs (loftq_config, eva_config, ...) may name their own class.
     fields = {
-        key: instantiate(item) if isinstance(item, Mapping) and "_target_" in item else item
+        key: _nested_config(key, item) if isinstance(item, Mapping) and "_target_" in item else item
         for key, item in value.items()
         if key != "_target_"
     }
@@ -125,18 +163,41 @@ def peft_config_from(value: Any) -> PeftConfig:
         raise ConfigError(f"{PEFT_PREFIX} ({cls.__name__}): {' '.join(str(error).split())}") from None
 
 
+def _nested_config(key: str, node: Mapping[str, Any]) -> Any:
+    """A nested config node (``_target_`` + fields): a dataclass target gets the same checks as the top level
+    (unknown keys, types, ``PEFT_SUBCONFIG_RULES``) and its own __post_init__ errors as one line."""
+    prefix = f"{PEFT_PREFIX}.{key}"
+    module_name, _, class_name = str(node["_target_"]).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError):
+        raise ConfigError(f"{prefix}._target_={node['_target_']}: cannot import it") from None
+    if not dataclasses.is_dataclass(cls):
+        return instantiate(node)
+    fields = {k: v for k, v in node.items() if k != "_target_"}
+    dataclass_from_cfg(_field_types(cls), fields, prefix)
+    hints = typing.get_type_hints(cls)
+    for name, rules in PEFT_SUBCONFIG_RULES.get(key, {}).items():
+        if name in fields:
+            check_value(f"{prefix}.{name}", fields[name], rules, integer_annotation(hints.get(name)))
+    try:
+        return cls(**fields)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{prefix} ({cls.__name__}): {' '.join(str(error).split())}") from None
+
+
 def check_peft_knobs(cls: type[PeftConfig], values: Mapping[str, Any]) -> None:
     """The rules peft lacks, on the given values of a ``cls`` config."""
     hints = _field_types(cls).__annotations__
     class_rules = PEFT_CLASS_RULES.get(cls.__name__, {})
     for key, value in values.items():
-        rules = {**PEFT_KNOB_RULES.get(key, {}), **class_rules.get(key, {})}
+        rules = class_rules.get(key, PEFT_KNOB_RULES.get(key, {}))
         if rules:
             check_value(f"{PEFT_PREFIX}.{key}", value, rules, integer_annotation(hints.get(key)))
 
 
 @functools.cache
-def _field_types(cls: type[PeftConfig]) -> type:
+def _field_types(cls: type) -> type:
     """A dataclass with ``cls``'s init fields and annotations (``PEFT_LOOSE_TYPES`` loosened), all optional:
     what ``dataclass_from_cfg`` checks a YAML node against before peft builds the real config."""
     try:
@@ -174,7 +235,17 @@ class PeftTuner(Method):
         if self.peft_config.is_prompt_learning:
             self._validate_prompt(context)
         else:
+            self._validate_tokens(context)
+            self._validate_butterfly()
             self._validate_targets(context)
+        if (
+            _lora_inits.init_name(self.peft_config) == "loftq"
+            and importlib.util.find_spec("bitsandbytes") is None
+        ):
+            raise ConfigError(
+                f"{PEFT_PREFIX}.init_lora_weights=loftq: LoftQ quantises with bitsandbytes, which is not installed "
+                "(pip install 'peftbench[qlora]')"
+            )
 
     def _validate_prompt(self, context: ModelContext) -> None:
         """Virtual tokens take position slots: input plus prompt must fit the position embeddings."""
@@ -186,22 +257,91 @@ class PeftTuner(Method):
                 f"tokens must be <= model.max_positions ({max_positions})"
             )
 
+    def _validate_tokens(self, context: ModelContext) -> None:
+        """Trainable tokens: peft trains nothing but the head when given no token ids, and fails only in the
+        first forward pass on an id past the vocabulary."""
+        indices = getattr(self.peft_config, "token_indices", None)
+        if indices is None:
+            return
+        vocab = getattr(context.hf_config, "vocab_size", None)
+        outside = [i for i in indices if i < 0 or (vocab is not None and i >= vocab)]
+        if not indices or outside:
+            allowed = f"token ids in [0, {vocab})" if vocab is not None else "token ids >= 0"
+            raise ConfigError(
+                f"{PEFT_PREFIX}.token_indices={list(indices)!r}: expected a non-empty list of {allowed} "
+                "(this model's vocabulary)"
+            )
+
+    def _validate_butterfly(self) -> None:
+        """BOFT's butterfly factors need peft's CUDA extension; without it peft quietly runs one factor."""
+        factors = getattr(self.peft_config, "boft_n_butterfly_factor", 1)
+        if factors > 1:
+            from peft.tuners.boft.layer import get_fbd_cuda
+
+            if get_fbd_cuda() is None:
+                raise ConfigError(
+                    f"{PEFT_PREFIX}.boft_n_butterfly_factor={factors}: > 1 needs peft's fbd_cuda extension "
+                    "(CUDA and ninja), which does not build here, and peft would quietly use 1; allowed here: 1"
+                )
+
+    def _validate_layer_sizes(self, skeleton: nn.Module, peft_config: PeftConfig) -> None:
+        """``PEFT_DIVIDES`` and ``PEFT_LAYER_LIMITS`` on every linear layer peft's own matching targets."""
+        divides = PEFT_DIVIDES.get(type(peft_config).__name__, {})
+        limits = PEFT_LAYER_LIMITS.get(type(peft_config).__name__, {})
+        layers = _targeted_linear_layers(skeleton, peft_config) if divides or limits else []
+        if not layers:
+            return  # nothing matched: the dry run names the target modules
+        for key, dims in divides.items():
+            value = getattr(peft_config, key)
+            sizes = {name: [getattr(layer, f"{dim}_features") for dim in dims] for name, layer in layers}
+            wrong = next((name for name, ws in sizes.items() if value and any(w % value for w in ws)), None)
+            if wrong is not None:
+                every = {w for widths in sizes.values() for w in widths}
+                allowed = [n for n in range(1, min(every) + 1) if all(w % n == 0 for w in every)]
+                raise ConfigError(
+                    f"{PEFT_PREFIX}.{key}={value}: must divide the {' and '.join(f'{d}_features' for d in dims)} "
+                    f"of every targeted layer ({wrong}: {_shape(skeleton, wrong)}); allowed here: "
+                    f"{', '.join(map(str, allowed))}"
+                )
+        for key, (what, limit) in limits.items():
+            value = getattr(peft_config, key)
+            name, most = min(
+                ((name, limit(layer.in_features, layer.out_features)) for name, layer in layers),
+                key=lambda item: item[1],
+            )
+            if value is not None and value > most:
+                raise ConfigError(
+                    f"{PEFT_PREFIX}.{key}={value}: expected at most {what} of every targeted layer, "
+                    f"<= {most} here ({name}: {_shape(skeleton, name)})"
+                )
+
     def _validate_targets(self, context: ModelContext) -> None:
         """Dry-run the injection on a weightless (meta-device) copy of the architecture: peft's own
-        matching decides, so target names that match nothing fail here instead of after loading."""
+        matching decides, so target names that match nothing fail here instead of after loading. The
+        layer-size rules run first, on the layers that matching picks, so a wrong size names its own knob."""
         if context.hf_config is None:
             return
         skeleton = meta_skeleton(context)
+        self._validate_layer_sizes(skeleton, self._config_for(context))
         try:
-            get_peft_model(skeleton, self._config_for(context), low_cpu_mem_usage=True)
-        except ValueError as error:
+            # Data-driven and quantising inits need real weights or data: the dry run injects plain LoRA.
+            dry_run = _lora_inits.dry_run_config(self._config_for(context))
+            get_peft_model(skeleton, dry_run, low_cpu_mem_usage=True)
+        except NotImplementedError:  # a data-dependent init (SHiRA's sparse mask) has no meta-device form
+            config = self._config_for(context)
+            if config.target_modules is not None and not _targeted_linear_layers(skeleton, config):
+                self._target_error("no linear layer matches them")
+        except (ValueError, TypeError) as error:  # TypeError: a layer type the tuner does not support
             reason = " ".join(str(error).split()).split(". ")[0].rstrip(".")  # peft's first sentence
-            targets = getattr(self.peft_config, "target_modules", None)
-            targets = sorted(targets) if isinstance(targets, set | frozenset) else targets
-            raise ConfigError(
-                f"{PEFT_PREFIX}.target_modules={targets!r}: {reason} (use a model.target_modules "
-                "set or module names of this model)"
-            ) from None
+            self._target_error(reason)
+
+    def _target_error(self, reason: str) -> typing.NoReturn:
+        targets = getattr(self.peft_config, "target_modules", None)
+        targets = sorted(targets) if isinstance(targets, set | frozenset) else targets
+        raise ConfigError(
+            f"{PEFT_PREFIX}.target_modules={targets!r}: {reason} (use a model.target_modules "
+            "set or module names of this model)"
+        ) from None
 
     # --- the transform ------------------------------------------------------------------------------
     def _config_for(self, context: ModelContext) -> PeftConfig:
@@ -210,6 +350,10 @@ class PeftTuner(Method):
             peft_config.modules_to_save = sorted(
                 set(peft_config.modules_to_save or []) | set(context.head_modules)
             )
+        elif context.head_modules and not peft_config.is_prompt_learning:
+            # A config without the field (trainable tokens): peft's task models read the attribute all the same,
+            # so the head trains; it is not written to adapter_config.json (peft's from_pretrained lacks it).
+            peft_config.modules_to_save = sorted(context.head_modules)
         return peft_config
 
     def apply(self, model: nn.Module, context: ModelContext) -> nn.Module:
@@ -221,14 +365,28 @@ class PeftTuner(Method):
         if self.peft_config.peft_type == PeftType.PREFIX_TUNING:
             _accept_past_key_values(model)
         pretrained = {id(param) for param in model.parameters()}
-        model = get_peft_model(model, self._config_for(context))
+        config = self._config_for(context)
+        init = _lora_inits.init_name(config)
+        if init == "corda":  # covariance pass on the base model; peft then builds the adapter from it
+            batches = _lora_inits.training_batches(context.train_batches, init)
+            _lora_inits.corda_preprocess(model, config, batches, self.calibration_samples())
+        loftq_here = init == "loftq" and not _lora_inits.peft_runs_loftq()
+        model = get_peft_model(model, _lora_inits.without_loftq(config) if loftq_here else config)
+        if init == "eva":  # SVD of the layer inputs on the injected model (may redistribute ranks)
+            _lora_inits.eva_init(model, _lora_inits.training_batches(context.train_batches, init))
+        elif loftq_here:
+            _lora_inits.loftq_init(model, config.loftq_config)
         mark_created(model, pretrained)  # what peft injected is new: L2-SP and friends read the flags
-        init = str(getattr(self.peft_config, "init_lora_weights", "")).lower()
         if init.startswith(REWRITING_INITS):  # keep the initial adapter: export converts against it
             self._initial_adapter = {
                 k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()
             }
         return model
+
+    def calibration_samples(self) -> int:
+        """Training rows a CorDA init runs for its covariances: peft's CorDA example default (``impl: corda``
+        makes it a knob)."""
+        return _lora_inits.CORDA_SAMPLES
 
     # --- optimizer ----------------------------------------------------------------------------------
     def optimizer_class(self) -> type[torch.optim.Optimizer] | None:
@@ -236,7 +394,16 @@ class PeftTuner(Method):
 
     # --- accounting, export and inference -----------------------------------------------------------
     def trainable_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        return {name: t.detach() for name, t in get_peft_model_state_dict(model).items()}
+        """peft's adapter state. Tuners with bases shared by all layers (RandLoRA) list the shared tensor
+        under every layer; each repeat is a copy, as peft's own save_pretrained writes it (safetensors
+        refuses tensors that share memory)."""
+        state, seen = {}, set()
+        for name, tensor in get_peft_model_state_dict(model).items():
+            tensor = tensor.detach()
+            storage = tensor.untyped_storage().data_ptr()
+            state[name] = tensor.clone() if storage in seen else tensor
+            seen.add(storage)
+        return state
 
     def load_trainable_state_dict(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         result = set_peft_model_state_dict(model, state)
@@ -287,6 +454,24 @@ class PeftTuner(Method):
         if getattr(self.peft_config, "peft_type", None) == PeftType.PREFIX_TUNING:
             return 0
         return self.extra_input_tokens()
+
+
+def _targeted_linear_layers(model: nn.Module, peft_config: PeftConfig) -> list[tuple[str, nn.Linear]]:
+    """The linear layers of ``model`` that ``peft_config`` targets, by peft's own matching (``all-linear``
+    expanded as peft does); none when the config leaves its targets to peft's per-architecture defaults."""
+    if getattr(peft_config, "target_modules", None) is None:
+        return []
+    peft_config = _maybe_include_all_linear_layers(copy.deepcopy(peft_config), model)
+    return [
+        (name, module)
+        for name, module in model.named_modules()
+        if name and isinstance(module, nn.Linear) and check_target_module_exists(peft_config, name)
+    ]
+
+
+def _shape(model: nn.Module, name: str) -> str:
+    layer = model.get_submodule(name)
+    return f"{layer.in_features} -> {layer.out_features} features"
 
 
 def _accept_past_key_values(model: nn.Module) -> None:

@@ -92,8 +92,12 @@ class SavedActivationProbe:
         self._hooks: Any = None
 
     def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
-        if tensor.device.type != "meta":
-            storage = tensor.untyped_storage()
+        # A sparse COO tensor (SHiRA's update) has no storage of its own: its indices and values hold it.
+        parts = (tensor._indices(), tensor._values()) if tensor.layout == torch.sparse_coo else (tensor,)
+        for part in parts:
+            if part.device.type == "meta" or part.layout != torch.strided:
+                continue
+            storage = part.untyped_storage()
             key = storage.data_ptr()
             if key not in self._excluded and key not in self._seen and key != 0:
                 self._seen.add(key)

@@ -16,7 +16,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from transformers import get_scheduler
 
-from peftbench.methods.base import Method, TrainingHooks
+from peftbench.methods.base import LR_SCALE, Method, TrainingHooks
 from peftbench.tasks.datamodule import EXAMPLE_INDEX_KEY
 from peftbench.tasks.generation import GENERATE_KEY
 from peftbench.tasks.kinds import Predictor, task_kind
@@ -170,6 +170,9 @@ class PeftBenchModule(L.LightningModule):
             optimizer = self.optimizer_factory(groups)
         else:  # the method's class, with the configured hyperparameters (lr, betas, ...)
             optimizer = optimizer_class(groups, **getattr(self.optimizer_factory, "keywords", {}))
+        # A group may ask for an lr relative to the configured one (LR_SCALE: LoRA+'s B factors).
+        for group in optimizer.param_groups:
+            group["lr"] = group["lr"] * group.pop(LR_SCALE, 1.0)
         total_steps = int(self.trainer.estimated_stepping_batches)
         warmup_steps = round(self.scheduler_cfg.get("warmup_ratio", 0.0) * total_steps)
         scheduler = get_scheduler(
