@@ -22,9 +22,12 @@ LOOKS_FOR_IT = ("peft", "transformers", GATED)
 
 
 def needs_bitsandbytes(cfg: DictConfig) -> bool:
-    """A run uses bitsandbytes when it loads a quantised backbone or names one of its classes anywhere (the
-    QLoRA recipe's ``optimizer_class: bitsandbytes.optim.PagedAdamW``, an 8-bit optimizer)."""
+    """A run uses bitsandbytes when it loads a quantised backbone, quantises at init (LoftQ: ``init_lora_weights:
+    loftq``), or names one of its classes anywhere (the QLoRA recipe's ``optimizer_class:
+    bitsandbytes.optim.PagedAdamW``, an 8-bit optimizer)."""
     if OmegaConf.select(cfg, "model.quantization", default=None) is not None:
+        return True
+    if str(OmegaConf.select(cfg, "method.peft_config.init_lora_weights", default="")).lower() == "loftq":
         return True
     return any(GATED in text for text in _strings(OmegaConf.to_container(cfg, resolve=False)))
 
