@@ -70,6 +70,10 @@ class InferenceKnobs(Knobs):
     max_batches: int = knob(20, help="test batches timed per variant (the first is untimed warm-up)", ge=1)
 
 
+# Keys of the optimizer group that peftbench reads itself instead of passing them to the optimizer class.
+PEFTBENCH_OPTIMIZER_KEYS = ("weight_decay", "head_lr")
+
+
 @dataclass
 class OptimizerKnobs(Knobs):
     """The hyperparameters every optimizer peftbench ships takes (others pass through to its class)."""
@@ -77,6 +81,9 @@ class OptimizerKnobs(Knobs):
     PREFIX: ClassVar[str] = "optimizer"
 
     lr: float = knob(2e-5, help="learning rate", gt=0)
+    head_lr: float | None = knob(
+        None, help="learning rate of the task head's parameters; null: the head follows lr", gt=0
+    )
     weight_decay: float = knob(0.0, help="decoupled weight decay for matrices", ge=0)
     eps: float = knob(1e-8, help="numerical floor in the denominator", gt=0)
 
@@ -160,7 +167,8 @@ def _stand_in_optimizer(
     model has loaded."""
     from transformers import get_scheduler
 
-    arguments = {k: v for k, v in optimizer_cfg.items() if k != "weight_decay"}  # given per parameter group
+    # weight_decay is given per parameter group, head_lr read by the module: neither reaches the class.
+    arguments = {k: v for k, v in optimizer_cfg.items() if k not in PEFTBENCH_OPTIMIZER_KEYS}
     target = arguments.get("_target_")
     cls = _import("optimizer", str(target))
     check_arguments("optimizer", arguments, parameters_of(cls), str(target), skip=("params",))

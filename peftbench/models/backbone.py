@@ -30,6 +30,7 @@ from transformers import (
 )
 
 from peftbench.errors import AssetMissingError, ConfigError
+from peftbench.models.pooling import apply_pooling, check_pooling
 
 PKG_PREFIX = "pkg:"
 ATTN_IMPLEMENTATIONS = (None, "eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
@@ -57,6 +58,8 @@ class ModelConfig:
     attn_implementation: str | None = None
     gradient_checkpointing: bool = False
     max_positions: int = 512
+    # The sentence representation the head reads (models/pooling.py): native | cls | mean.
+    pooling: str = "native"
     # --- decoders (docs/decoders.md) ---
     causal_lm: bool = False  # a decoder with a causal-LM head: generation tasks and ref/ LM loss need one
     padding_side: Literal["left", "right"] | None = None  # None: left for decoders, right for encoders
@@ -84,6 +87,7 @@ class ModelConfig:
                 f"model.attn_implementation={self.attn_implementation}: allowed "
                 f"{', '.join(str(a) for a in ATTN_IMPLEMENTATIONS)}"
             )
+        check_pooling(self.pooling, self.architecture)
         if self.gguf_file is not None and self.config is not None:
             raise ConfigError(
                 "model.gguf_file: set for a random-init model (model.config); use one of the two"
@@ -250,6 +254,8 @@ def load_model(
         new_weights = sorted(info["missing_keys"])
     if model_cfg.quantization is not None:
         _guard_cpu_4bit_kernel(model)
+    if not generative:  # a causal-LM head reads every position: nothing to pool
+        apply_pooling(model, model_cfg.pooling)
     if model_cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model, new_weights

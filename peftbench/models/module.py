@@ -16,6 +16,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from transformers import get_scheduler
 
+from peftbench.methods._common import in_modules
 from peftbench.methods.base import LR_SCALE, Method, TrainingHooks
 from peftbench.tasks.datamodule import EXAMPLE_INDEX_KEY
 from peftbench.tasks.generation import GENERATE_KEY
@@ -41,16 +42,21 @@ class PeftBenchModule(L.LightningModule):
         test_postfixes: Sequence[str] = ("",),
         generator: Any = None,
         predictor: Predictor | None = None,
+        head_lr: float | None = None,
+        head_modules: Sequence[str] = (),
     ) -> None:
         """``predictor`` (``task.kind.predictor(task, tokenizer)``) reads an eval batch's predictions and gold
         values. Without it: ``generator`` (a generation task's GenerationEvaluator), else the logits reading of
-        ``task_type``'s kind."""
+        ``task_type``'s kind. ``head_lr`` (``optimizer.head_lr``): the learning rate of the parameters of
+        ``head_modules`` (the task head) whatever the method's groups say; None: the head follows them."""
         super().__init__()
         self.model = model
         self.method = method
         self.hooks: list[TrainingHooks] = [method, *regularizers]
         self.optimizer_factory = optimizer_factory
         self.weight_decay = weight_decay
+        self.head_lr = head_lr
+        self.head_modules = list(head_modules)
         self.scheduler_cfg = scheduler
         self.task_type = task_type
         if predictor is None:
@@ -165,6 +171,8 @@ class PeftBenchModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         groups = self.method.parameter_groups(self.model, self.weight_decay)
+        if self.head_lr is not None:
+            groups = head_groups_apart(groups, self.model, self.head_modules, self.head_lr)
         optimizer_class = self.method.optimizer_class()
         if optimizer_class is None:
             optimizer = self.optimizer_factory(groups)
@@ -191,6 +199,34 @@ class PeftBenchModule(L.LightningModule):
         checkpoint["state_dict"] = {
             key: value for key, value in checkpoint["state_dict"].items() if key in trainable | buffers
         }
+
+
+def head_groups_apart(
+    groups: list[dict[str, Any]], model: nn.Module, head_modules: Sequence[str], head_lr: float
+) -> list[dict[str, Any]]:
+    """Each parameter group split in two, the task head's part at ``head_lr`` (an absolute lr, so a method's
+    ``LR_SCALE`` never reaches the head). Entries listed per parameter (LoRA-FA's names and scaling factors)
+    split with their parameters; the other settings (weight decay) stay with both halves."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    split: list[dict[str, Any]] = []
+    for group in groups:
+        params = list(group["params"])
+        per_param = [
+            k for k, v in group.items() if k != "params" and isinstance(v, list) and len(v) == len(params)
+        ]
+        is_head = [in_modules(names.get(id(p), ""), head_modules) for p in params]
+        for head in (False, True):
+            keep = [i for i, flag in enumerate(is_head) if flag == head]
+            if not keep:
+                continue
+            part = {k: v for k, v in group.items() if k not in per_param}
+            part["params"] = [params[i] for i in keep]
+            part.update({k: [group[k][i] for i in keep] for k in per_param})
+            if head:
+                part.pop(LR_SCALE, None)
+                part["lr"] = head_lr
+            split.append(part)
+    return split
 
 
 def _in_split_order(collected: dict[str, list]) -> dict[str, list]:
