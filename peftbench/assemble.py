@@ -31,6 +31,7 @@ from transformers import PreTrainedTokenizerBase
 
 from peftbench import init_from, sweeps
 from peftbench.errors import ConfigError
+from peftbench.loggers import log_run_config
 from peftbench.methods import Method, ModelContext, TrainingHooks
 from peftbench.methods.base import meta_skeleton
 from peftbench.methods.build import build_method, build_regularizers, model_context
@@ -135,6 +136,17 @@ def model_spec(run: RunParts) -> ModelSpec:
     return ModelSpec(hf_config, context)
 
 
+def check_head_lr(cfg: DictConfig, context: ModelContext) -> None:
+    """``optimizer.head_lr`` needs a new task head to apply to; a causal-LM task trains none (its LM head is the
+    pretrained one), and the knob would be ignored unseen."""
+    head_lr = OmegaConf.select(cfg, "optimizer.head_lr", default=None)
+    if head_lr is not None and not context.head_modules:
+        raise ConfigError(
+            f"optimizer.head_lr={head_lr}: this task trains no new head (generation tasks keep the pretrained LM "
+            "head); allowed here: null"
+        )
+
+
 def check_architecture(run: RunParts, spec: ModelSpec) -> None:
     """The checks that need the architecture itself, on a weightless (meta-device) skeleton: the head modules
     exist, and the method's dry run (peft's own target matching) succeeds. Last before the weights load: every
@@ -227,6 +239,7 @@ def assemble(
         epoch_budget = derive_epoch_budget(cfg, task, datamodule.split_sizes()["train"])
 
     trainer = build_trainer(cfg, callbacks, loggers)  # after the epoch budget: it sets max_steps
+    check_head_lr(cfg, spec.context)
     check_architecture(run, spec)
 
     model = load_transformed(run, spec, tokenizer, datamodule.train_dataloader)
@@ -237,6 +250,7 @@ def assemble(
         else None
     )
     module = build_module(cfg, run, model, metrics, tokenizer)
+    log_run_config(cfg, trainer.loggers)  # last: the config is final (epoch budget) and everything has loaded
     return PreparedRun(
         task, run.model_cfg, run.method, module, datamodule, trainer, load_figures, init_record, epoch_budget
     )
@@ -266,12 +280,15 @@ def build_module(
     """The one LightningModule: the model, its hooks, the optimizer factory and schedule, the task's metrics."""
     optimizer_cfg = OmegaConf.to_container(cfg.optimizer, resolve=True)
     weight_decay = float(optimizer_cfg.pop("weight_decay", 0.0))
+    head_lr = optimizer_cfg.pop("head_lr", None)
     return PeftBenchModule(
         model=model,
         method=run.method,
         metrics=metrics,
         optimizer_factory=instantiate(optimizer_cfg, _partial_=True),
         weight_decay=weight_decay,
+        head_lr=None if head_lr is None else float(head_lr),
+        head_modules=run.task.kind.head_modules(list(run.model_cfg.head_modules)),
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
         regularizers=run.regularizers,
         task_type=run.task.type,

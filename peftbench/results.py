@@ -54,7 +54,12 @@ RUN_ID_NEUTRAL_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("task", "selection"): "carved_validation",
     ("init_from",): None,
     ("reproduction",): None,
+    ("optimizer", "head_lr"): None,
+    ("model", "pooling"): "native",
 }
+# Entries that measure a run without changing what it trains, added after results existed: out of the run id and
+# the fingerprint at any value, so finished results keep their ids (a resumed sweep still finds them).
+RUN_ID_EXCLUDED_PATHS: tuple[tuple[str, ...], ...] = (("callbacks", "energy"),)
 # Each run's trained weights, beside its outputs (peftbench-export and init_from= load them).
 WEIGHTS_FILE = "trainable.safetensors"
 # ok; failed (exception); diverged (non-finite loss); oom (out of memory); killed (the OS ended the job's process).
@@ -407,6 +412,11 @@ def _keep_unsaved(text: str, result: RunResult) -> str:
 def read_result(path: str | Path) -> RunResult:
     """One result file; every way a file can fail to be one is a ResultSchemaError naming why, so a reader can
     skip it with one line (``scan_results``)."""
+    return RunResult.from_dict(load_json(path))
+
+
+def load_json(path: str | Path) -> Any:
+    """A file's JSON, or a ResultSchemaError saying why it has none (the readers of foreign files share it)."""
     try:
         raw = Path(path).read_bytes()
     except OSError as error:
@@ -419,21 +429,28 @@ def read_result(path: str | Path) -> RunResult:
         raise ResultSchemaError(f"not valid JSON ({error.msg} at line {error.lineno})") from None
     except RecursionError:
         raise ResultSchemaError("not a result (nested too deeply)") from None
-    return RunResult.from_dict(data)
+    return data
 
 
-def scan_results(results_dir: str | Path) -> tuple[list[tuple[Path, RunResult]], list[tuple[Path, str]]]:
+def scan_results(
+    results_dir: str | Path, foreign: bool = False
+) -> tuple[list[tuple[Path, RunResult]], list[tuple[Path, str]]]:
     """Every readable result under a folder with its path, and (path, reason) for each file skipped.
 
     The one reader of results folders: the leaderboard, compare, init_from, resume and the sweep callbacks all
-    call it, so a corrupt file is skipped (and reported, ``skip_lines``) the same way everywhere.
+    call it, so a corrupt file is skipped (and reported, ``skip_lines``) the same way everywhere. ``foreign``
+    also reads other benchmarks' result files that ``peftbench.interop`` maps (HF peft's method comparison),
+    marked with their source: the leaderboard sets them beside ours; nothing that resumes or trains sees them.
     """
+    read = read_result
+    if foreign:
+        from peftbench.interop import read_any as read  # imported here: interop builds on this module
     loaded, skipped = [], []
     for path in sorted(Path(results_dir).rglob("*.json")):
         if path.name.startswith(".tmp-"):
             continue
         try:
-            loaded.append((path, read_result(path)))
+            loaded.append((path, read(path)))
         except ResultSchemaError as error:
             skipped.append((path, str(error)))
     return loaded, skipped
@@ -543,9 +560,14 @@ def _parent(data: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | Non
 
 
 def _drop_neutral_defaults(data: dict[str, Any]) -> None:
+    """Remove the knobs at their neutral defaults and the measurement-only entries (RUN_ID_EXCLUDED_PATHS)."""
     for path, neutral in RUN_ID_NEUTRAL_DEFAULTS.items():
         parent = _parent(data, path)
         if parent is not None and parent[path[-1]] == neutral:
+            del parent[path[-1]]
+    for path in RUN_ID_EXCLUDED_PATHS:
+        parent = _parent(data, path)
+        if parent is not None:
             del parent[path[-1]]
 
 

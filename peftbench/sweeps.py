@@ -28,9 +28,42 @@ SEARCH_SWEEPERS = ("optuna", "nevergrad", "ax")
 
 # --- resolvers used by the logger presets ---------------------------------------------------------------
 def wandb_offline() -> bool:
-    """wandb logs offline (synced later with `wandb sync`) unless an API key is set and WANDB_MODE allows it."""
-    mode = os.environ.get("WANDB_MODE", "")
-    return mode in ("offline", "dryrun", "disabled") or not os.environ.get("WANDB_API_KEY")
+    """Whether wandb logs offline (files under the run folder, `wandb sync` uploads them later).
+
+    WANDB_MODE decides when set (online; offline, dryrun, disabled); otherwise online exactly when wandb itself
+    finds credentials: WANDB_API_KEY, the ~/.netrc that `wandb login` writes (or $NETRC), an identity token
+    file, a key in wandb's settings. Asked without the network (nothing is verified with the server), so a
+    machine without it still starts its run; wandb is imported only here, when a wandb logger resolves.
+    """
+    mode = os.environ.get("WANDB_MODE", "").strip().lower()
+    if mode in ("offline", "dryrun", "disabled"):
+        return True
+    return mode != "online" and not wandb_credentials()
+
+
+def wandb_credentials() -> bool:
+    """wandb finds an API key or identity token for its server, as `wandb.init` would, without a prompt."""
+    try:
+        from wandb.errors import AuthenticationError
+        from wandb.sdk import wandb_setup
+        from wandb.sdk.lib import wbauth
+    except ImportError:  # no wandb (the logger itself then says so), or a release from before wbauth
+        try:
+            import wandb
+        except ImportError:
+            return bool(os.environ.get("WANDB_API_KEY"))
+        return bool(wandb.api.api_key)  # older releases' lookup: environment, netrc, settings; no network
+    try:
+        found = wbauth.authenticate_session(
+            host=wandb_setup.singleton().settings.base_url,
+            source="peftbench",
+            prompt=False,
+            verify=False,
+            update_session=False,  # a question only: wandb.init loads the credentials itself
+        )
+    except AuthenticationError:  # a key of the wrong shape: online, and wandb.init says what is wrong
+        return True
+    return found is not None
 
 
 def sweep_name() -> str:
