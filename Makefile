@@ -5,13 +5,13 @@ PIP := $(PYTHON) -m pip
 # An unpinned torch would pull the multi-GB CUDA build on Linux. Skipped when any torch is already installed.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install install-torch assets demo train test test-slow lint bench clean reproduce-cpu
+.PHONY: install install-torch install-browser assets demo train test test-slow lint bench clean reproduce-cpu
 
 install-torch:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
 
 install: install-torch
-	$(PIP) install -q -e ".[dev,qlora,gguf]"
+	$(PIP) install -q -e ".[dev,qlora,gguf,energy]"
 
 assets: install
 	peftbench-assets fetch
@@ -24,8 +24,20 @@ demo: assets
 train: assets
 	peftbench-train
 
+# The browser test of leaderboard.html (tests/test_page.py) drives Debian's chromium headless: installed here
+# when missing (as root, else with sudo -n). Where it cannot be, the message says so and the test skips,
+# except under CI (CI=true), where both fail.
+install-browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO="sudo -n"; else \
+	  echo "install-browser: chromium/chromedriver missing; as root: apt-get install chromium chromium-driver" >&2; \
+	  [ "$$CI" != true ]; exit; fi; \
+	{ $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends chromium chromium-driver; } || { \
+	  echo "install-browser: apt-get could not install chromium chromium-driver" >&2; [ "$$CI" != true ]; }
+
 # The default suite (CPU, no network, < 10 min). pytest's exit code 5 (nothing collected) is a failure too.
-test: install
+test: install install-browser
 	$(PYTHON) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 # Slow tests on the real offline models and corpora (needs `make assets`).

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from peftbench import stats
+from peftbench.interop.peft_mc import imported_label
 from peftbench.results import (
     DATA_ORDER_GLOBAL_RNG,
     DATA_ORDER_SEEDED,
@@ -313,6 +314,9 @@ class Row:
             "peak_mem_increment_mb": memory["increment"],
             "samples_per_s": self.mean_of("train_samples_per_s"),
             "train_time_s": self.mean_of("train_time_s"),
+            # codecarbon's estimates of the fit; absent in older files and where it was not installed
+            "train_energy_kwh": self.mean_of("train_energy_kwh"),
+            "train_co2_kg": self.mean_of("train_co2_kg"),
             "train_flops_est": self.mean_of("train_flops_est", "budget"),
             "tokens": self.mean_of("tokens", "budget"),
             "steps_run": "/".join(str(s) for s in steps),
@@ -507,6 +511,8 @@ def label_rows(rows: Sequence[Row]) -> None:
             row.differs = shown
             parts = [f"{names[k]}={_value_text(v)}" for k, v in shown.items()]
             row.label = " ".join([method + suffix, *parts])
+            # Another benchmark's row is named as it names itself, marked with its source.
+            row.label = imported_label(row.runs[0]) or row.label
     seen = Counter(row.label for row in rows)
     for row in rows:  # two rows never share a label: what still differs is in their fingerprints
         if seen[row.label] > 1:
@@ -737,6 +743,13 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "–" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
 
 
+def _sig(value: float | None) -> str:
+    """Three significant digits: energy spans 1e-6 kWh (a test run) to hundreds (a large fine-tune)."""
+    if value is None or math.isnan(value):
+        return "–"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 def _count(value: float | None) -> str:
     if value is None:
         return "–"
@@ -804,6 +817,8 @@ def display_rows(rows: Sequence[Row], median: bool = False, context: bool = Fals
                 peak_header: _memory_cell(memory["peak"], memory["kind"], tag),
                 increment_header: _memory_cell(memory["increment"], memory["kind"], tag),
                 "time s": _fmt(numbers["train_time_s"]),
+                "energy kWh": _sig(numbers["train_energy_kwh"]),
+                "CO₂ g": _sig(None if numbers["train_co2_kg"] is None else 1000 * numbers["train_co2_kg"]),
                 "flags": "; ".join(row.flags) or "–",
             }
         )
@@ -890,8 +905,8 @@ CSV_FIELDS = (
     "interval_method", "std", "median", "n", "reference", "diff", "diff_low", "diff_high", "diff_method", "p",
     "p_holm", "group", "baseline", "baseline_method", "flags", "fingerprint", "differs", "trainable_params",
     "trainable_pct", "peak_mem_kind", "peak_mem_mb", "peak_mem_increment_mb", "samples_per_s", "train_time_s",
-    "train_flops_est", "tokens", "steps_run", "steps_planned", "pareto_p_trainable_pct", "pareto_p_peak_mem",
-    "pareto_p_throughput", "seeds", "run_ids",
+    "train_energy_kwh", "train_co2_kg", "train_flops_est", "tokens", "steps_run", "steps_planned",
+    "pareto_p_trainable_pct", "pareto_p_peak_mem", "pareto_p_throughput", "seeds", "run_ids",
 )  # fmt: skip
 
 
@@ -905,41 +920,199 @@ def to_csv(rows: Sequence[Row]) -> str:
     return buffer.getvalue()
 
 
+# LaTeX specials and the characters of the other formats' text that pdflatex's default fonts lack. < and >
+# go to math mode: OT1 text fonts print them as ¡ and ¿.
+LATEX_TEXT = {
+    "\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#", "%": r"\%",
+    "_": r"\_", "^": r"\^{}", "~": r"\~{}", ">=": r"$\geq$", "<=": r"$\leq$", ">": "$>$", "<": "$<$",
+    "≥": r"$\geq$", "≤": r"$\leq$", "†": r"$^\dagger$", "–": "--", "−": "$-$", "±": r"$\pm$",
+    "×": r"$\times$", "·": r"$\cdot$", "√": r"$\surd$", "₂": r"$_2$",
+}  # fmt: skip
+_LATEX_PATTERN = re.compile("|".join(re.escape(k) for k in sorted(LATEX_TEXT, key=len, reverse=True)))
+BOLD_GROUPS = ("best", "tied")  # tie groups (Row.group) printed in bold, when the reference is the best row
+
+
 def _latex_escape(text: str) -> str:
-    for char, escaped in (
-        ("\\", r"\textbackslash{}"),
-        ("_", r"\_"),
-        ("%", r"\%"),
-        ("&", r"\&"),
-        ("#", r"\#"),
-        ("†", r"$^\dagger$"),
-        ("–", "--"),
-        ("−", "-"),
-    ):
-        text = text.replace(char, escaped)
+    """Plain text as LaTeX text, in one pass (replacing in turn would escape the braces of earlier escapes)."""
+    return _LATEX_PATTERN.sub(lambda match: LATEX_TEXT[match.group()], text)
+
+
+def _latex_number(value: float | None, digits: int = 1) -> str:
+    """A plain number with thousands separators (``22,713,090``, ``1,759``); the unit is in the header."""
+    return "--" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def _latex_interval(interval: stats.Interval | None, signed: bool = False, digits: int = 4) -> str:
+    """``$m \\pm h$`` when the interval is symmetric at the printed precision (t intervals), else
+    ``$m\\;[lo, hi]$`` (percentile bootstraps are not): a ± would misstate one side."""
+    if interval is None:
+        return "--"
+    number = (lambda v: f"{v:+.{digits}f}") if signed else (lambda v: f"{v:.{digits}f}")
+    if interval.low is None or interval.high is None:
+        return f"${number(interval.estimate)}$"
+    below = f"{interval.estimate - interval.low:.{digits}f}"
+    if below == f"{interval.high - interval.estimate:.{digits}f}":
+        return rf"${number(interval.estimate)} \pm {below}$"
+    return rf"${number(interval.estimate)}\;[{number(interval.low)}, {number(interval.high)}]$"
+
+
+def latex_label(key: tuple[str, str, str], taken: set[str] | None = None) -> str:
+    """``tab:<task>-<model>-<budget>`` in lower-case letters, digits and dashes: the same for the same section
+    on every run (so ``\\ref`` in a paper survives a regeneration); ``-2``, ``-3`` when two sections collide."""
+    slug = re.sub(r"[^a-z0-9]+", "-", "-".join(key).lower()).strip("-")
+    label, n = f"tab:{slug}", 1
+    while taken is not None and label in taken:
+        n += 1
+        label = f"tab:{slug}-{n}"
+    if taken is not None:
+        taken.add(label)
+    return label
+
+
+def _flag_marks(members: Sequence[Row]) -> tuple[list[str], list[str]]:
+    """Each row's flags as letters with their run counts (``a (3/3)``) and the legend of the letters: a flag's
+    full text in every cell would make the column wider than a page."""
+    kinds: dict[str, str] = {}
+    cells = []
+    for row in members:
+        parts = []
+        for flag in row.flags:
+            match = re.fullmatch(r"(.*): (\d+/\d+) runs", flag)
+            kind, count = (match.group(1), match.group(2)) if match else (flag, "")
+            letter = kinds.setdefault(
+                kind, chr(ord("a") + len(kinds)) if len(kinds) < 26 else str(len(kinds))
+            )
+            parts.append(f"{letter} ({count})" if count else letter)
+        cells.append(", ".join(parts) or "--")
+    legend = [f"{letter}: {_latex_escape(kind)}" for kind, letter in kinds.items()]
+    return cells, legend
+
+
+def _latex_caption(key: tuple[str, str, str], members: Sequence[Row], alpha: float, bold: bool) -> str:
+    task, model, budget = (_latex_escape(part) for part in key)
+    reference = next((r for r in members if r.group in ("best", "reference")), None)
+    methods = sorted({r.interval.method for r in members if r.interval})
+    forms = {
+        "pm" if r"\pm" in _latex_interval(r.interval) else "range"
+        for r in members
+        if r.interval and r.interval.low is not None
+    }
+    shown = " or ".join(
+        text
+        for form, text in (("pm", r"mean $\pm$ half-width"), ("range", "mean [low, high]"))
+        if form in forms
+    )
+    text = (
+        f"{task}, {model}, {budget}: test {_latex_escape(members[0].metric)} over seeds, "
+        f"{shown or 'mean'} of its 95\\,\\% interval ({_latex_escape('; '.join(methods) or 'none')})."
+    )
+    if reference is not None and bold:
+        text += (
+            rf" Bold: the best row and the rows tied with it (Holm-adjusted $p \geq {alpha:g}$ against "
+            f"{_latex_escape(reference.label)})."
+        )
+    elif reference is not None:
+        text += f" No bold: rows were tested against {_latex_escape(reference.label)}, not the best row."
     return text
 
 
-def to_latex(rows: Sequence[Row], median: bool = False) -> str:
-    """A booktabs table (needs \\usepackage{booktabs}); one block per (task, model, budget), footnoted."""
-    blocks = sections(rows)
-    columns = list(display_rows(rows[:1], median)[0]) if rows else []
-    lines = [r"\begin{tabular}{ll" + "l" * max(0, len(columns) - 2) + "}", r"\toprule"]
-    for key, members in blocks.items():
-        cells_list = display_rows(members, median)
-        header = list(cells_list[0])
-        if lines[-1] != r"\toprule":
-            lines.append(r"\midrule")
-        title = f"{key[0]} / {key[1]} / {key[2]} ({members[0].metric})"
-        lines.append(rf"\multicolumn{{{len(header)}}}{{l}}{{\textit{{{_latex_escape(title)}}}}} \\")
-        lines.append(" & ".join(_latex_escape(c) for c in header) + r" \\")
-        lines.append(r"\midrule")
-        for cells in cells_list:
-            lines.append(" & ".join(_latex_escape(cells[c]) for c in header) + r" \\")
-        for note in section_footnotes(members):
-            lines.append(rf"\multicolumn{{{len(header)}}}{{l}}{{\footnotesize {_latex_escape(note)}}} \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines) + "\n"
+def _latex_section(
+    key: tuple[str, str, str],
+    members: Sequence[Row],
+    notes: Sequence[str],
+    alpha: float,
+    median: bool,
+    label: str,
+) -> list[str]:
+    """One section as a floating ``table``: caption, label, the booktabs tabular and its notes under it."""
+    kinds = {row.memory()["kind"] for row in members}
+    source = MEM_SOURCES.get(next(iter(kinds)), next(iter(kinds))) if len(kinds) == 1 else None
+    tag = source is None or "mixed" in kinds  # rows differ in their memory source: each cell names its own
+    unit = "MiB" if tag else f"MiB, {source}"
+    flags, legend = _flag_marks(members)
+    bold = any(r.group == "best" for r in members)
+    extras = [  # columns only some result files have: printed when a row of the section has them
+        (name, header, digits)
+        for name, header, digits in (
+            ("train_energy_kwh", "Energy (kWh)", 4),
+            ("train_co2_kg", "CO$_2$ (kg)", 4),
+        )
+        if any(r.numbers().get(name) is not None for r in members)
+    ]
+    header = [
+        "Method", "Group", f"Test {_latex_escape(members[0].metric)}", r"Diff.\ vs.\ ref.", "$p$ (Holm)",
+        "Seeds", "Trainable params", r"Trainable (\%)", "Throughput (samples/s)", f"Peak mem.\\ ({unit})",
+        f"Mem.\\ over load ({unit})", "Train time (s)", *(h for _, h, _ in extras), "Flags",
+    ]  # fmt: skip
+    align = "llll" + "r" * (len(header) - 5) + "l"
+    body = []
+    for row, flag_cell in zip(members, flags, strict=True):
+        numbers, memory = row.numbers(), row.memory()
+
+        def memory_cell(value: float | None, memory: dict[str, Any] = memory) -> str:
+            if memory["kind"] == "mixed":
+                return "mixed sources"
+            text = _latex_number(value, 0)
+            return f"{text} ({MEM_SOURCES.get(memory['kind'], memory['kind'])})" if tag and value else text
+
+        score = _latex_interval(row.interval)
+        if row.seed_only:  # the table's † note, inside the number's math
+            score = score[:-1] + r"^\dagger$" if score.endswith("$") else score + r"$^\dagger$"
+        if median and row.n > 1:
+            score += f" (median {row.median:.4f})"
+        p = "--" if math.isnan(row.p_holm) else ("$<0.001$" if row.p_holm < 0.001 else f"{row.p_holm:.3f}")
+        trainable = numbers["trainable_params"]
+        cells = [
+            _latex_escape(row.label), _latex_escape(row.group), score,
+            _latex_interval(row.difference, signed=True), p, str(row.n),
+            "--" if trainable is None else f"{round(trainable):,}", _latex_number(numbers["trainable_pct"], 3),
+            _latex_number(numbers["samples_per_s"]), memory_cell(memory["peak"]),
+            memory_cell(memory["increment"]), _latex_number(numbers["train_time_s"]),
+            *(_latex_number(numbers.get(name), digits) for name, _, digits in extras), flag_cell,
+        ]  # fmt: skip
+        if bold and row.group in BOLD_GROUPS:  # \boldmath: \textbf alone leaves $...$ in the normal weight
+            cells = [rf"\textbf{{\boldmath{c}}}" if "$" in c else rf"\textbf{{{c}}}" for c in cells]
+        body.append(" & ".join(cells) + r" \\")
+    if legend:
+        notes = [*notes, "Flags (runs of the row affected): " + "; ".join(legend) + "."]
+    return [
+        r"\begin{table}[htbp]",
+        r"\centering",
+        r"\small",
+        rf"\caption{{{_latex_caption(key, members, alpha, bold)}}}",
+        rf"\label{{{label}}}",
+        rf"\begin{{tabular}}{{{align}}}",
+        r"\toprule",
+        " & ".join(header) + r" \\",
+        r"\midrule",
+        *body,
+        r"\bottomrule",
+        r"\end{tabular}",
+        r"\par\smallskip",
+        r"{\footnotesize\raggedright",
+        *(f"{note}\\par" for note in notes),
+        "}",
+        r"\end{table}",
+    ]
+
+
+def to_latex(rows: Sequence[Row], median: bool = False, board: Leaderboard | None = None) -> str:
+    """One ``table`` float per (task, model, budget), ready to ``\\input`` into a paper: caption (what is
+    compared, the metric, the interval), a deterministic ``\\label``, the best row and those tied with it in
+    bold, intervals as ``$m \\pm h$`` (or ``$m\\;[lo, hi]$`` when asymmetric), units in the headers and plain
+    numbers in the cells, the section notes under the table. Needs ``\\usepackage{booktabs}`` only.
+    ``board`` supplies alpha and the per-section notes (a reference that was not found)."""
+    alpha = board.alpha if board else ALPHA
+    taken: set[str] = set()
+    blocks = []
+    for key, members in sections(rows).items():
+        notes = [*section_footnotes(members, alpha), *(board.notes.get(key, []) if board else [])]
+        # The LaTeX header of the increment column is "Mem. over load" (its unit in parentheses).
+        escaped = [_latex_escape(note.replace("+MiB over load:", "Mem. over load:")) for note in notes]
+        blocks.append(
+            "\n".join(_latex_section(key, members, escaped, alpha, median, latex_label(key, taken)))
+        )
+    return "\n\n".join(blocks) + "\n" if blocks else "% (no successful runs)\n"
 
 
 def failed_lines(results: Iterable[RunResult]) -> list[str]:
@@ -982,8 +1155,12 @@ def write_outputs(
     alpha: float = ALPHA,
     n_resamples: int = N_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
+    html: bool = True,
+    files: Sequence[tuple[Path, RunResult]] | None = None,
 ) -> dict[str, Path]:
-    """Tables (md, csv, tex), Pareto plots and memory-breakdown bars (png, svg) and report.md under out_dir."""
+    """Tables (md, csv, tex), Pareto plots and memory-breakdown bars (png, svg), the interactive
+    leaderboard.html (``html``; it links each run to its file in ``files``, the (path, result) pairs read,
+    rescanned from ``source`` when not given) and report.md under out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {
         "markdown": out_dir / "leaderboard.md",
@@ -992,7 +1169,12 @@ def write_outputs(
     }
     written["markdown"].write_text(markdown(rows, median, board))
     written["csv"].write_text(to_csv(rows))
-    written["latex"].write_text(to_latex(rows, median))
+    written["latex"].write_text(to_latex(rows, median, board=board))
+    if html:  # not tied to plots: the page draws its own (plotly), so --no-plots keeps it
+        from peftbench.page import write_page
+
+        files = scan_results(source)[0] if files is None else files
+        written["html"] = write_page(rows, files, out_dir, source, len(results), median, board, alpha)
     figures: dict[tuple[str, str, str], list[Path]] = {}
     if plots:
         from peftbench.plots import memory_plot, pareto_plots
@@ -1002,6 +1184,8 @@ def write_outputs(
     skipped_note = f"; {len(skipped)} file(s) skipped, listed at the end" if skipped else ""
     report = [f"# peftbench leaderboard\n\nFrom `{source}`: {len(results)} result file(s){skipped_note}.\n"]
     report.append(METHOD_TEXT.format(n=n_resamples, seed=seed, alpha=alpha) + "\n")
+    if html:
+        report.append("Interactive page (sort, filter, plot): [leaderboard.html](leaderboard.html)\n")
     for key, members in sections(rows).items():
         task, model, budget = key
         notes = [*section_footnotes(members, alpha), *((board.notes.get(key, [])) if board else [])]
@@ -1055,7 +1239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"bootstrap random seed (default {BOOTSTRAP_SEED})",
     )
     parser.add_argument("--out", type=Path, help="write leaderboard.{md,csv,tex}, plots and report.md here")
-    parser.add_argument("--no-plots", action="store_true", help="with --out: tables and report only")
+    parser.add_argument("--no-plots", action="store_true", help="with --out: no png/svg figures")
+    parser.add_argument("--no-html", action="store_true", help="with --out: no leaderboard.html page")
     args = parser.parse_args(argv)
     if not args.results_dir.is_dir():
         parser.error(f"{args.results_dir} is not a folder")
@@ -1063,7 +1248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--alpha {args.alpha}: a level in (0, 1)")
     if args.resamples < 100:
         parser.error(f"--resamples {args.resamples}: at least 100")
-    loaded, skipped = scan_results(args.results_dir)
+    loaded, skipped = scan_results(args.results_dir, foreign=True)  # peft-mc files become marked rows too
     results, duplicates = deduplicate(loaded)
     results = [
         r
@@ -1096,6 +1281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.results_dir,
             args.median,
             plots=not args.no_plots,
+            html=not args.no_html,
+            files=loaded,
             board=board,
             alpha=args.alpha,
             n_resamples=args.resamples,

@@ -5,7 +5,9 @@ leaderboard row with its 95 % interval as an (asymmetric) error bar, labelled wi
 bootstrap probability of being on the Pareto front (``Row.pareto``, from ``stats.pareto_probability``). The
 front of the point estimates (no other row better on both axes) is drawn as a red line. Rows that are not
 ranked (at or below the trivial baseline) are grey crosses without a probability. The memory axis names its
-source (CPU RSS or CUDA allocated) and is left out when the rows' sources differ.
+source (CPU RSS or CUDA allocated) and is left out when the rows' sources differ. Labels are moved apart by
+adjustText (a fixed number of iterations, so regenerated files stay byte-identical) and kept inside the axes;
+a label moved off its point is joined to it by a thin grey line.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on servers
 import matplotlib.pyplot as plt  # noqa: E402
+from adjustText import adjust_text  # noqa: E402
 
 from peftbench import stats  # noqa: E402
 
@@ -32,6 +35,10 @@ AXES = (
     ("peak_mem", "peak memory (MiB)", False),
     ("throughput", "training throughput (samples/s)", True),
 )
+DPI = 150  # of the PNGs (the SVGs are vectors)
+# adjustText moves labels for this many iterations (or until none overlaps). A count, not its default of
+# one second of wall time: a time limit stops at a load-dependent step and the files would differ per run.
+LABEL_ITERATIONS = 500
 MEM_SOURCES = {"cpu_rss": "CPU RSS", "cuda_allocated": "CUDA allocated", "cuda_reserved": "CUDA reserved"}
 
 
@@ -69,6 +76,30 @@ def axis_values(rows: Sequence[Any], stem: str) -> tuple[list[float | None], str
     return [v if v is not None and v > 0 else None for v in peaks], f"peak memory (MiB, {source})"
 
 
+def place_labels(
+    axis: Any, labels: Sequence[Any], points: Sequence[tuple[float, float]], legend: Any | None = None
+) -> None:
+    """Move point labels apart so that none covers another, a marker or the legend (adjustText), and join a
+    moved label to its point with a thin line. Call it after the layout is final: it works in pixels.
+
+    Deterministic: a fixed iteration count, and adjustText's own jitter of coinciding labels is seeded."""
+    if not labels:
+        return
+    adjust_text(
+        list(labels),
+        x=[x for x, _ in points],
+        y=[y for _, y in points],
+        objects=[legend] if legend is not None else None,
+        ax=axis,
+        iter_lim=LABEL_ITERATIONS,
+        time_lim=None,
+        expand=(1.1, 1.3),  # keep a margin around each label, so neighbours stay readable
+        ensure_inside_axes=True,
+        expand_axes=True,  # widen the limits first so the labels of the outermost points fit inside
+        arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.5},
+    )
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
 
@@ -96,7 +127,8 @@ def pareto_plots(rows: Sequence[Any], out_dir: Path, prefix: str | None = None) 
         ]
         if not data:
             continue
-        figure, axis = plt.subplots(figsize=(6.5, 4.5))
+        # Laid out at the PNG's resolution: the label placement below is computed in its pixels.
+        figure, axis = plt.subplots(figsize=(6.5, 4.5), dpi=DPI)
         ranked = [(row, x) for row, x in data if row.ranked]
         others = [(row, x) for row, x in data if not row.ranked]
         for group, style in (
@@ -125,15 +157,15 @@ def pareto_plots(rows: Sequence[Any], out_dir: Path, prefix: str | None = None) 
                 [ranked[i][1] for i in on_front], [ranked[i][0].interval.estimate for i in on_front], "-o",
                 color="tab:red", label="Pareto front (point estimates)", zorder=3,
             )  # fmt: skip
+        labels = []
         for row, x in data:
             probability = row.pareto.get(stem)
             text = row.label if probability is None else f"{row.label} ({probability:.2f})"
-            axis.annotate(
-                text, (x, row.interval.estimate), textcoords="offset points", xytext=(4, 4), fontsize=7
-            )
+            labels.append(axis.text(x, row.interval.estimate, text, fontsize=7, zorder=4))
         xs = [x for _, x in data]
         if max(xs) / min(xs) > 10:  # spans orders of magnitude: log scale shows them all
             axis.set_xscale("log")
+        axis.margins(x=0.1, y=0.08)  # room beside the outermost points for their labels
         axis.set_xlabel(label + (" → better" if higher_better else " ← better"))
         interval_kind = "seeds only" if any(r.seed_only for r, _ in data) else "seeds x test examples"
         axis.set_ylabel(f"test {first.metric} (mean, 95 % interval over {interval_kind})", fontsize=8)
@@ -141,12 +173,12 @@ def pareto_plots(rows: Sequence[Any], out_dir: Path, prefix: str | None = None) 
             f"{first.task} · {first.model} · {first.budget}\n(number) = {_front_method(rows)}", fontsize=8
         )
         axis.grid(alpha=0.3)
-        if ranked:
-            axis.legend(fontsize=7, loc="lower right")
+        legend = axis.legend(fontsize=7, loc="lower right") if ranked else None
         figure.tight_layout()
+        place_labels(axis, labels, [(x, row.interval.estimate) for row, x in data], legend)
         for suffix in (".png", ".svg"):
             path = out_dir / f"pareto_{prefix}_{stem}{suffix}"
-            figure.savefig(path, dpi=150, metadata={"Date": None} if suffix == ".svg" else {"Software": None})
+            figure.savefig(path, dpi=DPI, metadata={"Date": None} if suffix == ".svg" else {"Software": None})
             written.append(path)
         plt.close(figure)
     return written
@@ -204,7 +236,7 @@ def memory_plot(rows: Sequence[Any], out_dir: Path, prefix: str | None = None) -
     written = []
     for suffix in (".png", ".svg"):
         path = out_dir / f"memory_{prefix}{suffix}"
-        figure.savefig(path, dpi=150, metadata={"Date": None} if suffix == ".svg" else {"Software": None})
+        figure.savefig(path, dpi=DPI, metadata={"Date": None} if suffix == ".svg" else {"Software": None})
         written.append(path)
     plt.close(figure)
     return written

@@ -5,6 +5,10 @@ another machine) so they carry no machine-local absolute path: a path under a pr
 ``./...``, one under a package folder ``<peftbench>/...``, one under the home folder ``~/...``. The run id,
 the configuration fingerprint and every number stay as they are (the command checks both per file and
 refuses to write a file whose fingerprint would change); files that are not results are left alone.
+
+``peftbench-results export DIR --format peft-mc --out OUT`` writes every result under DIR (search trials
+excepted) as one file in another benchmark's schema: ``peft-mc`` is HF peft's method comparison, laid out as
+theirs (``OUT/TASK/results/METHOD--MODEL-FINGERPRINT--seedS-RUNID.json``). docs/interop.md has the mapping.
 """
 
 from __future__ import annotations
@@ -59,6 +63,23 @@ def make_portable(
     return rewritten, unchanged, problems
 
 
+EXPORT_FORMATS = ("peft-mc",)  # schemas `export --format` writes (peftbench/interop/)
+
+
+def export_main(results_dir: Path, out_dir: Path) -> int:
+    """``export``: one file per result, a warning line per file not read; 1 when nothing was written."""
+    from peftbench.interop import peft_mc
+
+    report = peft_mc.export(results_dir, out_dir)
+    for line in report.problems:
+        print(f"warning: {line}", file=sys.stderr)
+    trials = f"; left out {report.trials} search trial(s)" if report.trials else ""
+    print(
+        f"wrote {len(report.written)} peft-mc file(s) under {out_dir}{trials}; {len(report.problems)} skipped"
+    )
+    return 0 if report.written else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="peftbench-results", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -80,9 +101,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     tool.add_argument("--home", type=Path, default=Path.home(), help="the home folder the runs saw")
     tool.add_argument("--dry-run", action="store_true", help="count what would change, write nothing")
+    exporter = commands.add_parser("export", help="write the results in another benchmark's schema")
+    exporter.add_argument("results_dir", type=Path, help="folder of result JSON files (searched recursively)")
+    exporter.add_argument(
+        "--format",
+        choices=EXPORT_FORMATS,
+        default="peft-mc",
+        help="the schema (peft-mc: HF peft's method_comparison)",
+    )
+    exporter.add_argument("--out", type=Path, required=True, help="folder the files are written under")
     args = parser.parse_args(argv)
     if not args.results_dir.is_dir():
         parser.error(f"{args.results_dir} is not a folder")
+    if args.command == "export":
+        return export_main(args.results_dir, args.out)
     projects = args.project or [Path.cwd()]
     packages = args.package or [project / "peftbench" for project in projects]
     rewritten, unchanged, problems = make_portable(

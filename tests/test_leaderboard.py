@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -303,13 +305,13 @@ def test_outputs_are_deterministic_and_carry_pareto_probabilities(tmp_path: Path
     for name in ("one", "two"):
         assert lb.main([str(results), "--out", str(tmp_path / name), "--resamples", "500"]) == 0
         outputs.append({p.name: p.read_bytes() for p in sorted((tmp_path / name).iterdir())})
-    assert outputs[0] == outputs[1] and len(outputs[0]) == 4 + 6  # tables, report, 3 axes x (png, svg)
+    assert outputs[0] == outputs[1] and len(outputs[0]) == 5 + 6  # tables, page, report, 3 axes x (png, svg)
     rows = {r["label"]: r for r in csv.DictReader(io.StringIO(outputs[0]["leaderboard.csv"].decode()))}
     assert float(rows["small"]["pareto_p_trainable_pct"]) == 1.0  # cheapest: always on the front
     assert float(rows["bad"]["pareto_p_trainable_pct"]) < 0.01  # dearer than small and far worse
     assert rows["bad"]["interval_method"] == "bootstrap over seeds x test examples"
     latex = outputs[0]["leaderboard.tex"].decode()
-    assert r"\toprule" in latex and r"\bottomrule" in latex and "[0." in latex
+    assert r"\toprule" in latex and r"\bottomrule" in latex and "[0." in latex  # bootstrap: asymmetric
 
 
 def test_tuned_rows_pool_the_search_not_the_chosen_point() -> None:
@@ -352,3 +354,93 @@ def test_a_single_row_names_an_lr_apart_from_the_method_default(shape: str) -> N
         method["meta"] = {"lr": method.pop("lr")}
     (row,) = _rows([result]).values()
     assert row.label == "lora lr=0.0001"
+
+
+# --- LaTeX (issue 18 item 1) -------------------------------------------------------------------------------
+
+
+def _latex_board(reference: str | None = None) -> lb.Leaderboard:
+    """Old files (t intervals, symmetric): full best, lora tied, bad worse, chance not ranked (at 0.5)."""
+    runs = []
+    for method, scores in (
+        ("full", (0.80, 0.81, 0.79)),
+        ("lora", (0.795, 0.80, 0.785)),
+        ("bad", (0.60, 0.61, 0.59)),
+        ("chance", (0.49, 0.52, 0.50)),
+    ):
+        for seed, score in enumerate(scores, start=1):
+            run = _result(method=method, seed=seed, score=score, schema_version=2, mem_kind=None)
+            if method == "full":
+                run.efficiency["trainable_params"] = 22_713_090  # the markdown prints 22.7M
+            runs.append(run)
+    return lb.build(runs, reference=reference)
+
+
+def _latex_body(latex: str) -> dict[str, str]:
+    """Data lines of the (single) table by row label, bold or not."""
+    body = latex.split(r"\midrule", 1)[1].split(r"\bottomrule", 1)[0]
+    lines = [line for line in body.splitlines() if line.strip().endswith(r"\\")]
+    out = {}
+    for line in lines:
+        first = line.split("&", 1)[0].strip()
+        out[first.removeprefix(r"\textbf{").rstrip("}")] = line
+    return out
+
+
+def test_latex_is_a_captioned_labelled_table_with_bold_best_and_tied_rows() -> None:
+    board = _latex_board()
+    groups = {row.label: row.group for row in board.rows}
+    assert groups == {"full": "best", "lora": "tied", "bad": "worse", "chance": lb.NOT_RANKED}
+    latex = lb.to_latex(board.rows, board=board)
+    assert latex.count(r"\begin{table}") == 1 and latex.count(r"\end{table}") == 1
+    caption = latex.split(r"\caption{", 1)[1].split("\n", 1)[0]
+    for words in ("synthetic", "tiny-bert", "40 steps x 16", "accuracy", "95", "t over seeds", r"\pm"):
+        assert words in caption, words
+    assert r"\label{tab:synthetic-tiny-bert-40-steps-x-16}" in latex
+    rows = _latex_body(latex)
+    assert set(rows) == {"full", "lora", "bad", "chance"}
+    assert r"\textbf" in rows["full"] and r"\textbf" in rows["lora"]
+    assert r"\textbf" not in rows["bad"] and r"\textbf" not in rows["chance"]
+    assert r"\pm" in rows["full"] and r"\pm" in rows["bad"] and "[0." not in rows["full"]
+    header = latex.split(r"\toprule", 1)[1].split(r"\midrule", 1)[0]
+    for unit in ("Trainable (\\%)", "Throughput (samples/s)", "Peak mem.\\ (MiB, CPU RSS)", "Train time (s)"):
+        assert unit in header, unit
+    cells = [cell.strip() for line in rows.values() for cell in line.rstrip(" \\").split("&")]
+    assert not [c for c in cells if re.search(r"\d(\.\d+)?[kMB]\b", c)]  # no 22.7M / 74.5k suffixes
+    assert "22,713,090" in rows["full"]
+    text_mode = re.sub(r"\$[^$]*\$", "", latex)
+    assert "<" not in text_mode and ">" not in text_mode  # OT1 fonts print < and > as ¡ and ¿ in text mode
+    assert "$<0.001$" in rows["bad"]
+    assert r"\par" in latex.split(r"\end{tabular}", 1)[1]  # the section notes under the table
+    # Tested against another row: tied then means "tied with lora", not with the best: nothing is bold.
+    board = _latex_board(reference="lora")
+    assert r"\textbf" not in lb.to_latex(board.rows, board=board)
+
+
+def test_latex_labels_are_deterministic_and_unique_per_section() -> None:
+    runs = [_result(seed=s, score=0.8 + s / 100) for s in (1, 2)]
+    runs += [_result(seed=s, score=0.7 + s / 100, steps=20, max_steps=20) for s in (1, 2)]
+    board = lb.build(runs)
+    latex = lb.to_latex(board.rows, board=board)
+    labels = re.findall(r"\\label\{([^}]*)\}", latex)
+    assert labels == ["tab:synthetic-tiny-bert-20-steps-x-16", "tab:synthetic-tiny-bert-40-steps-x-16"]
+    assert latex.count(r"\begin{table}") == 2 and lb.to_latex(board.rows, board=board) == latex
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
+def test_latex_compiles(tmp_path: Path) -> None:
+    board = _latex_board()
+    document = (
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+        + lb.to_latex(board.rows, board=board)
+        + "\\end{document}\n"
+    )
+    (tmp_path / "t.tex").write_text(document)
+    done = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-3000:]

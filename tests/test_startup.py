@@ -58,7 +58,10 @@ def test_the_entry_point_and_a_composed_config_import_nothing_heavy_and_a_plain_
         (["method=qlora"], True),  # a 4-bit backbone and bitsandbytes' paged AdamW
         (["method=lora", "+quantization=nf4"], True),
         (["method=lora", "optimizer._target_=bitsandbytes.optim.AdamW8bit"], True),
-        (["method=loftq"], True),  # quantises the backbone's weights at init (a sweep job once found it gated)
+        (
+            ["method=loftq"],
+            True,
+        ),  # quantises the backbone's weights at init (a sweep job once found it gated)
         (["method=eva"], False),
     ],
 )
