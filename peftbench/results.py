@@ -177,6 +177,12 @@ def _predictions(value: Any) -> str | None:
             not isinstance(record["index"], list) or len(record["index"]) != len(record["pred"])
         ):
             return f"{split}: index is not a list as long as pred"
+        if "prob" in record and (
+            not isinstance(record["prob"], list)
+            or len(record["prob"]) != len(record["pred"])
+            or not all(isinstance(row, list) and all(_is_number(p) for p in row) for row in record["prob"])
+        ):
+            return f"{split}: prob is not a list of class-probability rows as long as pred"
     return None
 
 
@@ -280,7 +286,8 @@ class RunResult:
     budget: dict[str, Any] = field(default_factory=dict)  # steps, samples, tokens, FLOPs estimate, wall time
     search: dict[str, Any] | None = None  # sweeper, trial budget and chosen trial (variant trial/tuned)
     # Per reported split ("test", "test_mismatched"): {"pred": [...], "label": [...]}, one entry per example in
-    # the split's own order (fixed by task.split_seed), so runs of one task pair example by example.
+    # the split's own order (fixed by task.split_seed), so runs of one task pair example by example. A task with
+    # probability metrics (auroc, log_loss, ...) also stores "prob": each example's class probabilities.
     predictions: dict[str, dict[str, list]] = field(default_factory=dict)
     # One entry per validation during training: step, the val/ metrics, train/loss (mean over the interval) and
     # train_tokens_per_s (non-padding tokens over the interval's step time).

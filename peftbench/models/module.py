@@ -21,6 +21,7 @@ from peftbench.methods.base import LR_SCALE, Method, TrainingHooks
 from peftbench.tasks.datamodule import EXAMPLE_INDEX_KEY
 from peftbench.tasks.generation import GENERATE_KEY
 from peftbench.tasks.kinds import Predictor, task_kind
+from peftbench.tasks.metrics import class_probabilities, scores_probabilities
 
 # Batch entries that are not model inputs: prompts to decode (generation tasks) and rows' split positions.
 NON_INPUT_KEYS = (GENERATE_KEY, EXAMPLE_INDEX_KEY)
@@ -64,6 +65,9 @@ class PeftBenchModule(L.LightningModule):
         # The one thing evaluation asks of the task kind: argmax class ids, scalar scores, or (generation tasks)
         # answers decoded from the prompts by a GenerationEvaluator (tasks/generation.py).
         self.predictor = predictor
+        # Metrics marked as scoring probabilities (AUROC, log-loss: tasks/metrics.py) are also handed the head's
+        # logits; asked once of the metrics themselves, never of their names.
+        self.passes_logits = any(scores_probabilities(m) for m in metrics.values(copy_state=False))
         self.val_metrics = metrics.clone(prefix="val/")
         # One collection per reported split: test/<metric> and e.g. test/<metric>_mismatched (MNLI).
         self.test_postfixes = list(test_postfixes)
@@ -73,7 +77,8 @@ class PeftBenchModule(L.LightningModule):
         # Checkpoints hold only trainable weights (see on_save_checkpoint); loading them back is partial.
         self.strict_loading = False
         # Per-example predictions of the last test pass, per reported split ("test", "test_mismatched"): what
-        # paired comparisons between runs need (results.RunResult.predictions).
+        # paired comparisons between runs need (results.RunResult.predictions). With probability metrics, each
+        # example's class probabilities too (``prob``), so those metrics can be recomputed and resampled later.
         self.test_predictions: dict[str, dict[str, list]] = {}
         self._collected: list[dict[str, list]] = []
 
@@ -101,11 +106,14 @@ class PeftBenchModule(L.LightningModule):
     ) -> None:
         output = self(batch)
         predicted, gold = self.predictor(self.model, batch, output)
-        metrics.update(predicted, gold)
+        logits = output.logits if self.passes_logits else None
+        update_metrics(metrics, predicted, gold, logits)
         if collect is not None and EXAMPLE_INDEX_KEY in batch:
             collect["index"].extend(batch[EXAMPLE_INDEX_KEY].tolist())
             for key, values in (("pred", predicted), ("label", gold)):
                 collect[key].extend(values.tolist() if isinstance(values, torch.Tensor) else list(values))
+            if logits is not None:
+                collect["prob"].extend(_stored_probabilities(logits))
         batch_size = batch["labels"].shape[0]
         self.log(name, output.loss, batch_size=batch_size, sync_dist=True, add_dataloader_idx=False)
 
@@ -123,7 +131,8 @@ class PeftBenchModule(L.LightningModule):
         self.val_metrics.reset()
 
     def on_test_epoch_start(self) -> None:
-        self._collected = [{"index": [], "pred": [], "label": []} for _ in self.test_postfixes]
+        columns = ["index", "pred", "label", *(["prob"] if self.passes_logits else [])]
+        self._collected = [{key: [] for key in columns} for _ in self.test_postfixes]
 
     def on_test_epoch_end(self) -> None:
         for metrics in self.test_metrics:
@@ -229,13 +238,38 @@ def head_groups_apart(
     return split
 
 
+def update_metrics(
+    metrics: MetricCollection, predicted: Any, gold: Any, logits: torch.Tensor | None = None
+) -> None:
+    """Each metric updated with what it scores: those marked as scoring probabilities (``scores_probabilities``)
+    with ``logits=`` as well, every other one with the predictions and gold alone, whatever its ``update``
+    accepts. Without probability metrics (``logits`` None) the collection updates as one, torchmetrics' compute
+    groups included; with them each metric updates on its own (the wrapper asks for logits it was not given)."""
+    if logits is None:
+        metrics.update(predicted, gold)
+        return
+    for metric in metrics.values(copy_state=False):
+        if scores_probabilities(metric):
+            metric.update(predicted, gold, logits=logits)
+        else:
+            metric.update(predicted, gold)
+
+
+def _stored_probabilities(logits: torch.Tensor) -> list[list[float]]:
+    """Per example, its class probabilities as the metrics saw them, at 9 significant digits: every float32
+    written back exactly (ties and ranks kept), in about half the text of a full float repr."""
+    return [[float(f"{p:.9g}") for p in row] for row in class_probabilities(logits).tolist()]
+
+
 def _in_split_order(collected: dict[str, list]) -> dict[str, list]:
     """Rows sorted back into split order (eval loaders draw them longest first), each once (a distributed
     sampler repeats rows to even out shards). ``index`` is kept only when rows are missing (limit_test_batches),
-    so a complete record is just ``pred`` and ``label`` aligned with the split."""
-    rows = dict(zip(collected["index"], zip(collected["pred"], collected["label"], strict=True), strict=True))
+    so a complete record is just ``pred`` and ``label`` (and ``prob``, when collected) aligned with the split."""
+    columns = [key for key in collected if key != "index"]
+    values = zip(*(collected[key] for key in columns), strict=True)
+    rows = dict(zip(collected["index"], values, strict=True))
     order = sorted(rows)
-    record = {"pred": [rows[i][0] for i in order], "label": [rows[i][1] for i in order]}
+    record = {key: [rows[i][n] for i in order] for n, key in enumerate(columns)}
     if order != list(range(len(order))):
         record["index"] = order
     return record
