@@ -53,6 +53,11 @@ def wandb_credentials() -> bool:
         except ImportError:
             return bool(os.environ.get("WANDB_API_KEY"))
         return bool(wandb.api.api_key)  # older releases' lookup: environment, netrc, settings; no network
+    # wandb's process-wide settings are read from the environment once, when first made. Made here, they would
+    # predate the WANDB_MODE that Lightning's offline logger sets, and wandb.init would then ask for a key it
+    # cannot get (UsageError). So what this question makes, it takes down again. `_singleton` is private, but
+    # it is the only way to tell whether the settings existed before the question.
+    made_here = getattr(wandb_setup, "_singleton", None) is None
     try:
         found = wbauth.authenticate_session(
             host=wandb_setup.singleton().settings.base_url,
@@ -63,6 +68,9 @@ def wandb_credentials() -> bool:
         )
     except AuthenticationError:  # a key of the wrong shape: online, and wandb.init says what is wrong
         return True
+    finally:
+        if made_here:
+            wandb_setup.teardown()
     return found is not None
 
 

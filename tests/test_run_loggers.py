@@ -95,6 +95,24 @@ def test_an_offline_wandb_run_has_the_resolved_config(make_cfg, monkeypatch, tmp
     assert list(Path(cfg.paths.output_dir, "wandb").glob("offline-run-*"))
 
 
+def test_a_wandb_run_without_credentials_goes_offline_after_the_question(
+    make_cfg, bare_home, monkeypatch, tmp_path: Path
+) -> None:
+    """The real user's path: no WANDB_MODE, no login. Asking wandb for credentials (the logger preset's
+    resolver) must not leave wandb's process-wide settings behind: those were read before Lightning set
+    the offline mode, and wandb.init then asked for a key it cannot get."""
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    assert sweeps.wandb_offline() is True  # the question, as the resolver asks it
+    cfg = make_cfg(*FAST, "logger=wandb")
+    try:
+        assert run(cfg).status == "ok"
+    finally:
+        if wandb.run is not None:
+            wandb.run.finish()
+    assert list(Path(cfg.paths.output_dir, "wandb").glob("offline-run-*"))
+
+
 # --- online or offline -----------------------------------------------------------------------------------
 KEY = "k" * 40  # the shape of a W&B API key (40 characters); never sent anywhere
 
