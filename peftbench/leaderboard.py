@@ -14,7 +14,6 @@ docs/leaderboard.md describes every figure.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import functools
 import hashlib
@@ -32,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from peftbench import stats
+from peftbench import console, stats
+from peftbench.console import entry_point
 from peftbench.interop.peft_mc import imported_label
 from peftbench.results import (
     DATA_ORDER_GLOBAL_RNG,
@@ -1215,8 +1215,15 @@ def write_outputs(
     return written
 
 
+EXAMPLES = (
+    "peftbench-leaderboard results/cpu_minilm_mr/runs  # the table, printed",
+    "peftbench-leaderboard results/cpu_minilm_mr/runs --no-plots --out /tmp/board  # + md/csv/tex/html files",
+)
+
+
+@entry_point
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="peftbench-leaderboard", description=__doc__.splitlines()[0])
+    parser = console.parser("peftbench-leaderboard", __doc__.splitlines()[0], EXAMPLES)
     parser.add_argument("results_dir", type=Path, help="folder of result JSON files (searched recursively)")
     parser.add_argument("--task", help="only this task")
     parser.add_argument("--model", help="only this model")

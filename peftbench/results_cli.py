@@ -13,12 +13,13 @@ theirs (``OUT/TASK/results/METHOD--MODEL-FINGERPRINT--seedS-RUNID.json``). docs/
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from peftbench import console
+from peftbench.console import entry_point
 from peftbench.results import (
     HOME_TOKEN,
     PACKAGE_TOKEN,
@@ -80,8 +81,15 @@ def export_main(results_dir: Path, out_dir: Path) -> int:
     return 0 if report.written else 1
 
 
+EXAMPLES = (
+    "peftbench-results portable results/ --dry-run  # count committed files with machine-local paths",
+    "peftbench-results export results/cpu_minilm_mr/runs --format peft-mc --out /tmp/peft-mc",
+)
+
+
+@entry_point
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="peftbench-results", description=__doc__.splitlines()[0])
+    parser = console.parser("peftbench-results", __doc__.splitlines()[0], EXAMPLES)
     commands = parser.add_subparsers(dest="command", required=True)
     tool = commands.add_parser("portable", help="rewrite machine-local absolute paths in result files")
     tool.add_argument("results_dir", type=Path, help="folder of result JSON files (searched recursively)")

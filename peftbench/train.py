@@ -26,7 +26,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from peftbench import config as _config  # noqa: F401  (registers the config resolvers)
-from peftbench import hydra_errors, sweeps
+from peftbench import console, hydra_errors, sweeps
+from peftbench.console import entry_point
 from peftbench.errors import ConfigError, Interrupted
 from peftbench.imports import gate_bitsandbytes
 from peftbench.resources import config_dir
@@ -324,12 +325,17 @@ def train_job(cfg: DictConfig) -> float | None:
     return sweeps.objective(result)
 
 
+@entry_point
 def main() -> None:
     """``peftbench-train``: Hydra's app, then the exit code that tells the truth.
 
     A sweep's jobs never end the sweep by failing (``sweep.keep_going``), so Hydra itself would exit 0;
     every job that did not finish ok is printed here, one line each, and the exit code is then non-zero.
+    ``--version`` is answered here, before Hydra, whose own flag prints Hydra's version.
     """
+    if "--version" in sys.argv[1:]:
+        print(console.version_line("peftbench-train"))
+        sys.exit(0)
     code: int | str | None = 0
     os.environ.setdefault(_USER_HYDRA_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR", ""))
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises; the line is printed below

@@ -20,6 +20,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from peftbench import console
+from peftbench.console import entry_point
 from peftbench.errors import ConfigError
 from peftbench.reproduction.compare import compare, to_markdown, write_outputs
 from peftbench.reproduction.plan import Plan, build_plan
@@ -34,7 +36,7 @@ def _csv(value: str | None) -> list[str] | None:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("experiment", help="a reproduction under experiments/, e.g. lora_glue/roberta_base")
+    parser.add_argument("experiment", help="a reproduction under experiments/, e.g. lora_glue_base/table2")
     parser.add_argument("--results", help="results folder (default: the experiment's paths.results_dir)")
     parser.add_argument("--out", help="where compare.md/.csv/.json go (default: beside the results folder)")
     parser.add_argument(
@@ -68,8 +70,18 @@ def run_compare(plan: Plan, results_dir: str, out: str | None, dry_run: bool) ->
     return paths[0]
 
 
+COMPARE_EXAMPLES = (
+    "peftbench-compare cpu_minilm_mr/claims --out /tmp/compare  # reported vs the committed CPU runs",
+)
+REPRODUCE_EXAMPLES = (
+    "peftbench-reproduce lora_glue_base/table2 --plan  # the stages and their commands, nothing run",
+    "peftbench-reproduce cpu_minilm_mr/claims --plan",
+)
+
+
+@entry_point
 def compare_main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="peftbench-compare", description=__doc__.split("\n\n")[2])
+    parser = console.parser("peftbench-compare", __doc__.split("\n\n")[2], COMPARE_EXAMPLES)
     _common(parser)
     args = parser.parse_intermixed_args(argv)
     try:
@@ -102,8 +114,9 @@ def shell_line(command: Sequence[str]) -> str:
     return shlex.join(["peftbench-train", *command[3:]])
 
 
+@entry_point
 def reproduce_main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="peftbench-reproduce", description=__doc__.split("\n\n")[1])
+    parser = console.parser("peftbench-reproduce", __doc__.split("\n\n")[1], REPRODUCE_EXAMPLES)
     _common(parser)
     parser.add_argument("--tasks", help="a subset of the experiment's tasks, comma-separated")
     parser.add_argument("--arms", help="a subset of its arms (method labels), comma-separated")
