@@ -15,7 +15,6 @@ Example: ``peftbench-export results/<run>.json --out exported/lora --mode merged
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import sys
@@ -29,8 +28,11 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from peftbench import console
+from peftbench.console import entry_point
 from peftbench.errors import ConfigError
 from peftbench.methods.base import Method
+from peftbench.model_card import base_model_id, write_model_card
 from peftbench.models.backbone import check_weights_source, load_tokenizer
 from peftbench.results import WEIGHTS_FILE, ResultSchemaError, RunResult, localize, locate, read_result
 
@@ -98,36 +100,96 @@ def _train_batches(
 def export(
     result: RunResult | str | Path, out: str | Path, mode: str = "adapter", weights: str | Path | None = None
 ) -> Path:
-    """Write the adapter (or the merged model) of a finished run into ``out``; returns ``out``."""
+    """Write the adapter (or the merged model) of a finished run into ``out``, ready to publish; returns ``out``.
+
+    Besides the weights: the base model named by its hub id where known (portable otherwise: never this machine's
+    absolute path), the task's label names in the model config (pipelines say ``positive``, not ``LABEL_1``), and
+    a model card (README.md) filled from the result file in place of peft's empty template."""
     if mode not in ("adapter", "merged"):
         raise ConfigError(f"--mode={mode}: allowed adapter, merged")
+    if mode == "merged":
+        if not isinstance(result, RunResult):
+            try:
+                result = read_result(result)
+            except ResultSchemaError as error:
+                raise ConfigError(f"{result}: {error}") from None
+        pooling = (result.config.get("model") or {}).get("pooling") or "native"
+        if pooling != "native":
+            # A plain transformers classifier pools its own way (BERT: the pooler on [CLS]); a merged folder
+            # would load that untrained pooler under a head trained on another representation and score wrongly.
+            raise ConfigError(
+                f"--mode=merged: the run's head read model.pooling={pooling}, which a plain transformers model "
+                "config cannot express; export the adapter (--mode adapter) and load it through peftbench"
+            )
     run = rebuild(result, weights)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    model_cfg = run.result.config["model"]
+    base_model = base_model_id(model_cfg)
+    label_names = run.result.config["task"].get("label_names")
     if mode == "adapter":
+        _describe(run.model, base_model, label_names)
         run.method.save_adapter(run.model, out)
+        _record_base_in_adapter_config(out, base_model)
+        library = "peft" if (out / "adapter_config.json").is_file() else "peftbench"
     else:
         merged = run.method.merged_model(run.model)
         if merged is None:
             raise ConfigError(
                 f"--mode=merged: method {run.method.name} cannot be merged into the base weights; use --mode adapter"
             )
+        _describe(merged, base_model, label_names)
         merged.save_pretrained(str(out))
+        library = "transformers"
+    run.tokenizer.name_or_path = base_model  # tokenizer_config.json must not carry this machine's path either
     run.tokenizer.save_pretrained(str(out))
     info = {
         "run_id": run.result.run_id,
         "method": run.method.name,
         "mode": mode,
-        "base_model": run.result.config["model"].get("name_or_path") or run.result.config["model"]["name"],
+        "base_model": base_model,
         "task": run.result.task,
-        "label_names": run.result.config["task"].get("label_names"),
+        "label_names": label_names,
     }
     (out / "peftbench_export.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_model_card(out, run.result, base_model, library)
     return out
 
 
+def _describe(model: nn.Module, base_model: str, label_names: list[str] | None) -> None:
+    """Put what a reader of the saved config.json needs into the model's config: the task's label names (by
+    index, as the head was trained) and the portable base-model name in place of the local folder it loaded."""
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "to_dict"):
+        return
+    config.name_or_path = base_model
+    if label_names and len(label_names) == getattr(config, "num_labels", len(label_names)):
+        config.id2label = {index: str(name) for index, name in enumerate(label_names)}
+        config.label2id = {str(name): index for index, name in enumerate(label_names)}
+
+
+def _record_base_in_adapter_config(folder: Path, base_model: str) -> None:
+    """peft writes the folder the base loaded from (a pkg: package's site-packages path, or nothing for a
+    random init) as ``base_model_name_or_path``; PeftModel.from_pretrained and the Hub read it as the base."""
+    path = folder / "adapter_config.json"
+    if not path.is_file():
+        return
+    adapter_config = json.loads(path.read_text())
+    adapter_config["base_model_name_or_path"] = base_model
+    path.write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n")
+
+
+EXAMPLES = (
+    "peftbench-train model=tiny-bert task=synthetic method=lora debug=smoke paths.results_dir=/tmp/pb-runs "
+    "hydra.run.dir=/tmp/pb-run  # a finished run to export (4 steps, no assets)",
+    'peftbench-export "$(ls /tmp/pb-runs/*.json | head -1)" --out /tmp/pb-adapter  # its LoRA adapter, a peft folder',
+    'peftbench-export "$(ls /tmp/pb-runs/*.json | head -1)" --out /tmp/pb-merged --mode merged  # merged model',
+)
+
+
+@entry_point
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="peftbench-export", description=__doc__.split("\n\n")[0])
+    parser = console.parser("peftbench-export", __doc__.split("\n\n")[0], EXAMPLES)
     parser.add_argument("result", help="result JSON of a finished run (written under paths.results_dir)")
     parser.add_argument("--out", required=True, help="folder to write")
     parser.add_argument("--mode", default="adapter", choices=["adapter", "merged"], help="what to write")

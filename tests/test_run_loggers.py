@@ -166,3 +166,23 @@ def test_wandb_mode_offline_wins_over_a_login(bare_home, monkeypatch, mode: str)
     monkeypatch.setenv("WANDB_API_KEY", KEY)
     monkeypatch.setenv("WANDB_MODE", mode)
     assert sweeps.wandb_offline() is True
+
+
+# --- presentation is not identity ---------------------------------------------------------------------------
+def test_presentation_choices_leave_the_run_id_alone(make_cfg) -> None:
+    """A progress bar, its refresh rate or none at all, and the logger, change what the console shows, never
+    what the run trains: a sweep resumed under another presentation must find its finished points."""
+    from peftbench.results import compute_run_id
+
+    plain = compute_run_id(make_cfg("method=lora"))
+    for overrides in (
+        ("callbacks.progress_bar=null", "+trainer.enable_progress_bar=false"),
+        ("callbacks.progress_bar.refresh_rate=1",),
+        (
+            "callbacks.progress_bar._target_=lightning.pytorch.callbacks.RichProgressBar",
+            "~callbacks.progress_bar.refresh_rate",
+        ),
+        ("logger=csv",),
+    ):
+        assert compute_run_id(make_cfg("method=lora", *overrides)) == plain, overrides
+    assert compute_run_id(make_cfg("method=lora", "optimizer.lr=0.0123")) != plain  # what trains still counts

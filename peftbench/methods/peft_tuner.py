@@ -359,9 +359,11 @@ class PeftTuner(Method):
     def apply(self, model: nn.Module, context: ModelContext) -> nn.Module:
         if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
             # Casts norms to fp32, freezes the quantised base and enables input grads (peft's recipe).
-            model = prepare_model_for_kbit_training(
-                model, use_gradient_checkpointing=bool(getattr(model, "is_gradient_checkpointing", False))
-            )
+            # transformers 5 renamed is_gradient_checkpointing (the old name warns, and goes in v6)
+            checkpointing = getattr(model, "is_activation_checkpointing", None)
+            if checkpointing is None:
+                checkpointing = getattr(model, "is_gradient_checkpointing", False)
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(checkpointing))
         if self.peft_config.peft_type == PeftType.PREFIX_TUNING:
             _accept_past_key_values(model)
         pretrained = {id(param) for param in model.parameters()}
@@ -415,7 +417,9 @@ class PeftTuner(Method):
     def save_adapter(self, model: nn.Module, folder: Path) -> None:
         """peft's adapter folder (adapter_config.json + weights), loadable with PeftModel.from_pretrained.
         Tuners that rewrite the base weights at init (PiSSA, OLoRA, CorDA) are saved converted to a plain
-        LoRA of twice the rank, so the adapter applies to the original base model (peft's conversion)."""
+        LoRA of twice the rank, so the adapter applies to the original base model (peft's conversion).
+        Each module to save is listed once (peft's task models append their default heads to ours)."""
+        _list_modules_to_save_once(model)
         if self._initial_adapter is None:
             model.save_pretrained(str(folder))
             return
@@ -454,6 +458,16 @@ class PeftTuner(Method):
         if getattr(self.peft_config, "peft_type", None) == PeftType.PREFIX_TUNING:
             return 0
         return self.extra_input_tokens()
+
+
+def _list_modules_to_save_once(model: nn.Module) -> None:
+    """peft's sequence-classification model extends ``modules_to_save`` with its own head names (``classifier``,
+    ``score``) although ``_config_for`` already listed the model's head: the saved adapter_config.json would name
+    ``classifier`` twice. The order is kept; the set of modules, and so what trains and loads, is unchanged."""
+    for config in (getattr(model, "peft_config", None) or {}).values():
+        modules = getattr(config, "modules_to_save", None)
+        if isinstance(modules, list):
+            config.modules_to_save = list(dict.fromkeys(modules))
 
 
 def _targeted_linear_layers(model: nn.Module, peft_config: PeftConfig) -> list[tuple[str, nn.Linear]]:

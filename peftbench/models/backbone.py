@@ -9,6 +9,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -29,6 +30,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from peftbench import quiet
 from peftbench.errors import AssetMissingError, ConfigError
 from peftbench.models.pooling import apply_pooling, check_pooling
 
@@ -46,6 +48,9 @@ class ModelConfig:
 
     name: str
     name_or_path: str | None = None  # hub id, local folder, or pkg:<python package carrying the weights>
+    # The base's Hugging Face hub id where name_or_path is not one (pkg:, a folder): exports name it as the base
+    # model (adapter_config.json, model card). Metadata: out of the run id (results.RUN_ID_EXCLUDED_PATHS).
+    hub_id: str | None = None
     revision: str | None = None
     config: Any = None  # a transformers config (_target_) for random init; wins over name_or_path
     tokenizer: Any = None  # None: load from name_or_path; or a _target_ factory building one offline
@@ -75,6 +80,11 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.config is None and not self.name_or_path:
             raise ConfigError("model.name_or_path=null: set a hub id, a local folder or pkg:<package>")
+        if self.hub_id is not None and not is_hub_id(self.hub_id):
+            raise ConfigError(
+                f"model.hub_id={self.hub_id}: expected a hub id (name or namespace/name), not a local folder "
+                "or pkg: source; null when the weights have none"
+            )
         if self.dtype not in DTYPES:
             raise ConfigError(f"model.dtype={self.dtype}: allowed {sorted(DTYPES)}")
         if self.max_positions < 1:
@@ -121,6 +131,17 @@ def looks_like_path(name_or_path: str) -> bool:
         return True
     separators = [sep for sep in (os.sep, os.altsep) if sep and sep != "/"]
     return name_or_path.count("/") > 1 or any(sep in name_or_path for sep in separators)
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def is_hub_id(name: str) -> bool:
+    """Whether ``name`` has the shape of a hub repo id (``name`` or ``namespace/name``): what an export may
+    record as the base model for someone else to download, unlike a folder or a ``pkg:`` source."""
+    return (
+        not name.startswith(PKG_PREFIX) and not looks_like_path(name) and _HUB_ID.fullmatch(name) is not None
+    )
 
 
 def check_weights_source(model_cfg: ModelConfig) -> None:
@@ -244,13 +265,19 @@ def load_model(
             model = auto_class.from_config(config, **kwargs)
         new_weights = []  # everything is random: nothing to single out
     else:
-        model, info = auto_class.from_pretrained(
-            weights_source(model_cfg),
-            config=config,
-            revision=model_cfg.revision,
-            output_loading_info=True,
-            **kwargs,
-        )
+        source = weights_source(model_cfg)
+        # transformers prints a load report for every checkpoint without the task head; the head is new by design
+        # (peftbench records it, and warns about new weights outside it: assemble.load_transformed). The report
+        # is printed only when it says more: unexpected or mismatched keys, new weights beyond the head.
+        with quiet.hidden_transformers_bars(small_local_checkpoint(source)), quiet.held_load_report() as held:
+            model, info = auto_class.from_pretrained(
+                source,
+                config=config,
+                revision=model_cfg.revision,
+                output_loading_info=True,
+                **kwargs,
+            )
+            held.expected = only_a_new_head(info, model_cfg.head_modules)
         new_weights = sorted(info["missing_keys"])
     if model_cfg.quantization is not None:
         _guard_cpu_4bit_kernel(model)
@@ -259,6 +286,26 @@ def load_model(
     if model_cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model, new_weights
+
+
+def only_a_new_head(info: dict[str, Any], head_modules: list[str]) -> bool:
+    """Whether ``from_pretrained``'s loading info says only that the task head was initialised fresh: every
+    missing key inside ``head_modules``, nothing unexpected, nothing of another shape."""
+    in_head = [
+        any(key == head or key.startswith(f"{head}.") for head in head_modules)
+        for key in info.get("missing_keys", ())
+    ]
+    return all(in_head) and not any(info.get(k) for k in ("unexpected_keys", "mismatched_keys", "error_msgs"))
+
+
+def small_local_checkpoint(source: str) -> bool:
+    """A local folder whose weight files load in about a second (``quiet.SMALL_CHECKPOINT_BYTES``); a hub id
+    is not (it may download: its progress bars stay)."""
+    folder = Path(source)
+    if not folder.is_dir():
+        return False
+    weights = [f for f in folder.iterdir() if f.suffix in (".safetensors", ".bin", ".pt") and f.is_file()]
+    return sum(f.stat().st_size for f in weights) <= quiet.SMALL_CHECKPOINT_BYTES
 
 
 def quantization_config(model_cfg: ModelConfig) -> Any:

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from peftbench import quiet
 from peftbench.tasks.config import TaskConfig
 from peftbench.tasks.sources import load_source, prepare_splits
 
@@ -88,8 +89,11 @@ class TaskDataModule(L.LightningDataModule):
             return
         if self.task.num_labels is None:  # classes left to the data (assemble.parts records them for a run)
             self.task.kind.infer_labels(self.task)
-        splits = prepare_splits(self.task, load_source(self.task))
-        self.datasets = _index_eval_splits(self.task.kind.tokenize(self.task, splits, self.tokenizer))
+        raw = load_source(self.task)
+        # Small data is carved and tokenised in seconds: datasets' map bars only for large data (peftbench/quiet.py).
+        with quiet.hidden_datasets_bars(rows=sum(len(split) for split in raw.values())):
+            splits = prepare_splits(self.task, raw)
+            self.datasets = _index_eval_splits(self.task.kind.tokenize(self.task, splits, self.tokenizer))
 
     def split_sizes(self) -> dict[str, int]:
         assert self.datasets is not None, "call setup() first"

@@ -10,6 +10,7 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict, load_dataset
 
+from peftbench import quiet
 from peftbench.errors import AssetMissingError, ConfigError
 from peftbench.tasks.config import TaskConfig
 
@@ -56,7 +57,9 @@ def load_source(task: TaskConfig) -> DatasetDict:
                 raise AssetMissingError(f"task {task.name}: data file {file} does not exist; {FETCH_HINT}")
             raise ConfigError(f"{key}={file}: file does not exist")
     try:
-        loaded = load_dataset(kind, data_files=data_files, **options)
+        # A small file is read in seconds: no "Generating train split" bar for it (peftbench/quiet.py).
+        with quiet.hidden_datasets_bars(file_bytes=sum(Path(file).stat().st_size for file in files)):
+            loaded = load_dataset(kind, data_files=data_files, **options)
     except Exception as error:  # datasets wraps pandas', pyarrow's and json's errors: name the file
         reason = _reason(error)
         if "corresponds to no data" in reason:  # datasets' words for a file without a single row
