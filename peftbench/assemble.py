@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from peftbench import init_from, sweeps
+from peftbench import init_from, quiet, sweeps
 from peftbench.errors import ConfigError
 from peftbench.loggers import log_run_config
 from peftbench.methods import Method, ModelContext, TrainingHooks
@@ -219,6 +219,7 @@ def assemble(
 ) -> PreparedRun:
     """Seed, check the architecture, load data and tokenizer, then the model with the method applied, and build
     the module, callbacks, loggers and trainer. ``run`` (from ``parts``) avoids building the parts twice."""
+    quiet.install()  # first: what the libraries say about their own internals stays off the console
     if run is None:
         run = parts(cfg, method)
         check_trainable(cfg, run)
@@ -281,6 +282,7 @@ def build_module(
     optimizer_cfg = OmegaConf.to_container(cfg.optimizer, resolve=True)
     weight_decay = float(optimizer_cfg.pop("weight_decay", 0.0))
     head_lr = optimizer_cfg.pop("head_lr", None)
+    optimizer_cfg["lr"] = float(optimizer_cfg["lr"]) * float(optimizer_cfg.pop("lr_factor", 1.0))
     return PeftBenchModule(
         model=model,
         method=run.method,

@@ -68,11 +68,20 @@ def monitor_mode(monitor: str, metrics: Any) -> str:
     return resolve_monitor_mode(monitor, metrics)
 
 
+def chosen(key: str, *, _root_: DictConfig) -> Any:
+    """``${peftbench.chosen:KEY}``: the value a grid search chose for KEY by validation (peftbench/search.py,
+    imported only when a config asks: it reads the results folder)."""
+    from peftbench import search
+
+    return search.chosen(key, _root_=_root_)
+
+
 def register_resolvers() -> None:
     for name, function in (
         ("peftbench.precision", auto_precision),
         ("peftbench.fixture", fixture_path),
         ("peftbench.monitor_mode", monitor_mode),
+        ("peftbench.chosen", chosen),
     ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function)

@@ -55,11 +55,24 @@ RUN_ID_NEUTRAL_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("init_from",): None,
     ("reproduction",): None,
     ("optimizer", "head_lr"): None,
+    ("optimizer", "lr_factor"): 1.0,
     ("model", "pooling"): "native",
 }
-# Entries that measure a run without changing what it trains, added after results existed: out of the run id and
-# the fingerprint at any value, so finished results keep their ids (a resumed sweep still finds them).
-RUN_ID_EXCLUDED_PATHS: tuple[tuple[str, ...], ...] = (("callbacks", "energy"),)
+# Entries that measure or describe a run without changing what it trains, added after results existed: out of the
+# run id and the fingerprint at any value, so finished results keep their ids (a resumed sweep still finds them).
+# model.hub_id only names where the base weights come from (exports record it); MiniLM's default sets it.
+RUN_ID_EXCLUDED_PATHS: tuple[tuple[str, ...], ...] = (("callbacks", "energy"), ("model", "hub_id"))
+# Presentation: what the console shows, never what the run trains. The progress bar (any class, any refresh rate,
+# or none) is hashed as the default preset's, so the default config keeps the id it had before this rule and a
+# sweep resumed with another bar, or under debug=smoke's quiet console, finds its finished points. Trainer keys
+# listed with None are left out of the hash.
+RUN_ID_PRESENTATION: dict[tuple[str, ...], Any] = {
+    ("callbacks", "progress_bar"): {
+        "_target_": "lightning.pytorch.callbacks.TQDMProgressBar",
+        "refresh_rate": 10,
+    },
+    ("trainer", "enable_progress_bar"): None,
+}
 # Each run's trained weights, beside its outputs (peftbench-export and init_from= load them).
 WEIGHTS_FILE = "trainable.safetensors"
 # ok; failed (exception); diverged (non-finite loss); oom (out of memory); killed (the OS ended the job's process).
@@ -544,9 +557,26 @@ def _relocatable(value: Any, prefix: str, token: str) -> Any:
     return value
 
 
+# Interpolations that read the real output locations (a search's choice is read from paths.results_dir): resolved
+# on the real config before the paths are masked below.
+_RESOLVED_BEFORE_MASKING = ("${peftbench.chosen:",)
+
+
+def _resolve_path_readers(cfg: DictConfig, masked: DictConfig) -> None:
+    def walk(node: Any, path: tuple[str, ...]) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, (*path, str(key)))
+        elif isinstance(node, str) and node.replace(" ", "").startswith(_RESOLVED_BEFORE_MASKING):
+            OmegaConf.update(masked, ".".join(path), OmegaConf.select(cfg, ".".join(path)), merge=False)
+
+    walk(OmegaConf.to_container(masked, resolve=False), ())
+
+
 def identity_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config with output locations masked: what defines the run's identity."""
     masked = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    _resolve_path_readers(cfg, masked)
     if "paths" in masked:
         for key in list(masked.paths):
             masked.paths[key] = f"<paths.{key}>"
@@ -576,6 +606,14 @@ def _drop_neutral_defaults(data: dict[str, Any]) -> None:
         parent = _parent(data, path)
         if parent is not None:
             del parent[path[-1]]
+    for path, canonical in RUN_ID_PRESENTATION.items():
+        parent = data.get(path[0]) if len(path) == 2 else None
+        if not isinstance(parent, dict):
+            continue
+        if canonical is None:
+            parent.pop(path[-1], None)
+        else:
+            parent[path[-1]] = dict(canonical)
 
 
 def compute_run_id(cfg: DictConfig) -> str:

@@ -58,6 +58,12 @@ class SweepKnobs(Knobs):
 
     resume: bool = knob(True, help="skip a sweep point whose result exists with status ok")
     keep_going: bool = knob(True, help="a failed job records its status and the sweep goes on")
+    search: list[str] = knob(
+        default_factory=list,
+        help="keys this multirun searches over as a grid (e.g. [optimizer.lr_factor]): its jobs are trials, "
+        "chosen by validation score; empty: an ordinary sweep",
+    )
+    search_seed: int = knob(0, help="the seed the search's trials ran at (what peftbench.chosen reads)", ge=0)
 
 
 @dataclass
@@ -71,7 +77,7 @@ class InferenceKnobs(Knobs):
 
 
 # Keys of the optimizer group that peftbench reads itself instead of passing them to the optimizer class.
-PEFTBENCH_OPTIMIZER_KEYS = ("weight_decay", "head_lr")
+PEFTBENCH_OPTIMIZER_KEYS = ("weight_decay", "head_lr", "lr_factor")
 
 
 @dataclass
@@ -83,6 +89,9 @@ class OptimizerKnobs(Knobs):
     lr: float = knob(2e-5, help="learning rate", gt=0)
     head_lr: float | None = knob(
         None, help="learning rate of the task head's parameters; null: the head follows lr", gt=0
+    )
+    lr_factor: float = knob(
+        1.0, help="multiplies lr (not head_lr): a search centred on a method's own lr sweeps this", gt=0
     )
     weight_decay: float = knob(0.0, help="decoupled weight decay for matrices", ge=0)
     eps: float = knob(1e-8, help="numerical floor in the denominator", gt=0)

@@ -136,10 +136,29 @@ def job_provenance() -> dict[str, Any]:
     return {"job_num": int(hydra_cfg.job.num), "overrides": list(hydra_cfg.overrides.task)}
 
 
-def search_context() -> tuple[str, dict[str, Any] | None]:
-    """(variant, search record): a job proposed by a search sweeper is a `trial`, anything else `default`."""
+def search_context(cfg: DictConfig | None = None) -> tuple[str, dict[str, Any] | None]:
+    """(variant, search record): a job proposed by a search sweeper, or a point of a grid search
+    (``sweep.search``), is a `trial`; a run whose config takes values a search chose
+    (``${peftbench.chosen:...}``) is `tuned`; anything else `default`."""
+    if cfg is not None:
+        from peftbench.search import report_record
+
+        record = report_record(cfg)
+        if record is not None:
+            return "tuned", record
     if not is_multirun():
         return "default", None
+    searched = list(OmegaConf.select(cfg, "sweep.search", default=None) or []) if cfg is not None else []
+    if searched:
+        params = HydraConfig.get().sweeper.get("params") or {}
+        return "trial", {
+            "sweeper": "grid",
+            "keys": searched,
+            # the grid as the study's sweeper.params spell it; None when the command line gave it (a job sees
+            # only its own point)
+            "space": {key: (None if params.get(key) is None else str(params.get(key))) for key in searched},
+            "sweep_dir": str(Path(HydraConfig.get().sweep.dir).resolve()),
+        }
     sweeper = HydraConfig.get().sweeper
     target = str(sweeper.get("_target_", ""))
     kind = next((name for name in SEARCH_SWEEPERS if name in target.lower()), None)
@@ -208,7 +227,7 @@ def record_failure(cfg: DictConfig, status: str, error: str) -> Path:
     )
     if is_multirun():
         result.sweep_dir = str(Path(HydraConfig.get().sweep.dir).resolve())
-        result.variant, result.search = search_context()
+        result.variant, result.search = search_context(cfg)
     return write_result(result, cfg.paths.results_dir)
 
 
@@ -311,7 +330,8 @@ def select_tuned(results: Iterable[RunResult]) -> list[RunResult]:
     """
     searches: dict[tuple, list[RunResult]] = defaultdict(list)
     for result in results:
-        if result.variant == "trial" and result.search:
+        # A grid search's choice is taken by its report stage (peftbench/search.py), at other seeds.
+        if result.variant == "trial" and result.search and result.search.get("sweeper") != "grid":
             key = (result.search.get("sweep_dir"), result.task, result.model, result.method, result.seed)
             searches[key].append(result)
     chosen = []

@@ -75,8 +75,10 @@ def run(cfg: DictConfig) -> RunResult:
     from lightning.pytorch.utilities import rank_zero_only
 
     from peftbench import assemble, init_from
+    from peftbench.search import resolve_choices
 
     started_at, clock = utc_now(), time.monotonic()
+    resolve_choices(cfg)  # a report stage's ${peftbench.chosen:...}: a missing search stops here, one line
     run_id = compute_run_id(cfg)
     done = sweeps.finished_point(cfg, run_id)  # a resumed sweep skips a finished point
     if done is not None:
@@ -161,7 +163,7 @@ def _new_result(cfg: DictConfig, run_id: str, started_at: str) -> RunResult:
         sweep_dir=sweeps.sweep_dir(),
         precision=str(cfg.trainer.get("precision")),
     )
-    result.variant, result.search = sweeps.search_context()  # `trial` under a search sweeper
+    result.variant, result.search = sweeps.search_context(cfg)  # `trial` in a search, `tuned` from its choice
     result.provenance.update(sweeps.job_provenance())  # job number and overrides within a multirun
     return result
 
@@ -180,6 +182,10 @@ def _fit_and_test(cfg: DictConfig, prepared: PreparedRun, result: RunResult) -> 
         result.provenance["init_from"] = prepared.init_record
     if prepared.epoch_budget is not None:
         result.budget.update(prepared.epoch_budget)
+    # from_pretrained hands back a model in eval mode, and Lightning checks the modes before any hook can switch
+    # them (PeftBenchModule.on_train_start): train mode now, so its "modules in eval mode" warning stays
+    # meaningful (peftbench/quiet.py). Dropout and the step order are as before: the first step ran in train mode.
+    module.train()
     trainer.fit(module, datamodule=datamodule)
     result.provenance["accelerator"] = (
         trainer.strategy.root_device.type
@@ -267,10 +273,21 @@ def print_summary(result: RunResult) -> None:
     print(
         f"\n{result.method} on {result.task} ({result.model}): trainable {eff.get('trainable_params', 0):,} "
         f"({eff.get('trainable_ratio_pct', float('nan')):.3f} %), test {headline} "
-        f"{'n/a' if score is None else f'{score:.4f}'}, {eff.get('train_samples_per_s', float('nan')):.1f} samples/s, "
+        f"{'n/a' if score is None else f'{score:.4f}'}, {throughput_text(eff)}, "
         f"peak {eff.get('peak_mem_mb', float('nan')):.0f} MiB, train {eff.get('train_time_s', float('nan')):.0f} s\n"
         f"result: {result.provenance.get('result_path')}"
     )
+
+
+def throughput_text(efficiency: dict[str, Any]) -> str:
+    """The summary's training throughput. A run too short to time (every step inside the efficiency monitor's
+    warm-up) has no figure, and says so rather than printing ``nan samples/s``."""
+    value = efficiency.get("train_samples_per_s")
+    if isinstance(value, int | float) and math.isfinite(value):
+        return f"{value:.1f} samples/s"
+    if "train_samples_per_s" not in efficiency:
+        return "– samples/s (not measured)"
+    return "– samples/s (too few timed steps)"
 
 
 # main() sets HYDRA_FULL_ERROR=1 so that Hydra re-raises what it would print; what the user had set is kept
@@ -293,6 +310,11 @@ def train_job(cfg: DictConfig) -> float | None:
     _JOB_STARTED.append(True)
     with sweeps.stop_on_signals():
         try:
+            from peftbench.search import resolve_choices
+
+            resolve_choices(
+                cfg
+            )  # a search's choice that cannot be read is a config error, before anything reads it
             gate_bitsandbytes(cfg, sweeps.one_job_per_process())  # before peft is first imported
             result = run(cfg)
         except ConfigError as error:  # not a run: no result file, whatever the sweep settings

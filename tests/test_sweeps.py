@@ -133,7 +133,7 @@ def test_seed_sweep_with_a_failing_point_then_leaderboard(tmp_path: Path) -> Non
 
 def test_resume_skips_a_finished_point_and_reruns_on_request(make_cfg, monkeypatch) -> None:
     monkeypatch.setattr("peftbench.sweeps.is_multirun", lambda: True)  # resume applies to multiruns
-    monkeypatch.setattr("peftbench.sweeps.search_context", lambda: ("default", None))
+    monkeypatch.setattr("peftbench.sweeps.search_context", lambda cfg=None: ("default", None))
     monkeypatch.setattr("peftbench.sweeps.job_provenance", dict)
     cfg = make_cfg("method=head_only", "debug=fast_dev_run")
     first = run(cfg)
