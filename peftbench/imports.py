@@ -54,3 +54,10 @@ def gate_bitsandbytes(cfg: DictConfig, one_job_per_process: bool) -> None:
         return
     if one_job_per_process and not any(name in sys.modules for name in LOOKS_FOR_IT):
         sys.modules[GATED] = None  # type: ignore[assignment]
+
+
+def keep_bitsandbytes_out() -> None:
+    """For commands that only read or convert result files (they never quantise): peft, imported for its
+    registry, would import bitsandbytes on every start (about a second, and a kernels warning on CPUs)."""
+    if GATED not in sys.modules:
+        sys.modules[GATED] = None  # type: ignore[assignment]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from peftbench import console
 from peftbench.console import entry_point
+from peftbench.imports import keep_bitsandbytes_out
 from peftbench.results import (
     HOME_TOKEN,
     PACKAGE_TOKEN,
@@ -122,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.results_dir.is_dir():
         parser.error(f"{args.results_dir} is not a folder")
     if args.command == "export":
+        keep_bitsandbytes_out()  # peft's registry is read, nothing is quantised
         return export_main(args.results_dir, args.out)
     projects = args.project or [Path.cwd()]
     packages = args.package or [project / "peftbench" for project in projects]

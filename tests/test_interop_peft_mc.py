@@ -188,3 +188,24 @@ def test_a_file_missing_a_block_names_it(tmp_path: Path) -> None:
     path.write_text(json.dumps(data))
     (_, reason), *rest = scan_results(tmp_path, foreign=True)[1]
     assert rest == [] and reason == "peft-mc result: file: no train_info"
+
+
+def test_exporting_results_never_imports_bitsandbytes(tmp_path: Path) -> None:
+    """Converting result files reads peft's registry and quantises nothing: bitsandbytes (a second and a
+    kernels warning on CPUs) must stay out of the process."""
+    import subprocess
+    import sys
+
+    committed = Path(__file__).resolve().parents[1] / "results" / "compare_all_methods" / "runs"
+    (tmp_path / "runs").mkdir()
+    shutil.copy(
+        committed / "mr__minilm__lora__seed1__b93fb4661e0e.json", tmp_path / "runs"
+    )  # a real run's config
+    code = (
+        "import sys; from peftbench.results_cli import main; "
+        f"code = main(['export', {str(tmp_path / 'runs')!r}, '--out', {str(tmp_path / 'out')!r}]); "
+        "print('BNB', sys.modules.get('bitsandbytes') is not None); sys.exit(code)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "BNB False" in done.stdout and "gemm_4bit" not in done.stderr
