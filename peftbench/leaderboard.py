@@ -8,8 +8,9 @@ and the table says which), a paired test against a reference row (default: the b
 correction across the table, the tie group that follows, and flags (at or below the trivial baseline, still
 improving at the end, fewer steps run than planned). Unreadable files, runs that did not finish ok and
 duplicate files are listed apart, never averaged in. Search trials are left out (their ``tuned`` pick stands
-for them) unless ``--trials``. ``--out DIR`` writes the tables, the Pareto plots and ``report.md``.
-docs/leaderboard.md describes every figure.
+for them) unless ``--trials``; a method's grid search (peftbench/search.py) shows as three columns of its rows
+(the value chosen on validation, the trials, how many lie within a point of the best) and as a sensitivity
+plot. ``--out DIR`` writes the tables, the plots and ``report.md``. docs/leaderboard.md describes every figure.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from peftbench.results import (
     scan_results,
     skip_lines,
 )
+from peftbench.search import best_trial, grid_searches, group_identity, lookup, validation_score
 
 ALPHA = 0.05
 N_RESAMPLES = 2000
@@ -214,6 +216,7 @@ class Row:
     baseline_method: str = ""
     flags: list[str] = field(default_factory=list)
     pareto: dict[str, float] = field(default_factory=dict)  # plot axis -> probability of being on the front
+    search: SearchSummary | None = None  # the method's grid search in the results, when it has one
 
     def _values(self, key: str, source: str = "efficiency") -> list[float]:
         values = [_number(getattr(r, source).get(key)) for r in self.runs]
@@ -326,6 +329,27 @@ class Row:
             "pareto_p_throughput": self.pareto.get("throughput"),
             "seeds": " ".join(str(r.seed) for r in sorted(self.runs, key=lambda r: r.seed)),
             "run_ids": " ".join(r.run_id for r in sorted(self.runs, key=lambda r: r.seed)),
+            **self.search_numbers(),
+        }
+
+    def search_numbers(self) -> dict[str, Any]:
+        """The search's figures (CSV ``search_*``); empty without a search, so older tables keep their fields."""
+        search = self.search
+        if search is None:
+            return {}
+        chosen = chosen_values(self)
+        return {
+            "search_chosen": " ".join(
+                f"{k}={'/'.join(_value_text(v) for v in values)}" for k, values in chosen.items()
+            ),
+            "search_trials": len(search.trials),
+            "search_finished": len(search.finished),
+            "search_grid": search.grid,
+            "search_within": search.within if search.best_score is not None else None,
+            "search_robust": search.robust_share,
+            "search_tolerance": search.tolerance,
+            "search_best_val": search.best_score,
+            "search_monitor": search.monitor,
         }
 
 
@@ -337,6 +361,9 @@ class Leaderboard:
     warnings: list[str] = field(default_factory=list)
     alpha: float = ALPHA
     notes: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)
+    # The grid searches per table (the table of the rows that report them; a search no row reports yet: the
+    # table its own trials' budget names), for the sensitivity plots.
+    searches: dict[tuple[str, str, str], list[SearchSummary]] = field(default_factory=dict)
 
 
 def _newest_first(result: RunResult) -> tuple:
@@ -473,6 +500,9 @@ def label_rows(rows: Sequence[Row]) -> None:
     by_method: dict[tuple[str, str], list[Row]] = defaultdict(list)
     for row in rows:
         by_method[(row.method, row.variant)].append(row)
+    # Beside a tuned row of its method, a default row says it is one (`lora default`); elsewhere the plain
+    # method name stays, so tables without tuned rows keep their labels.
+    tuned = {row.method for row in rows if row.variant == "tuned"}
     for (method, variant), members in by_method.items():
         identities = [_identity_keys(row.runs[0]) for row in members]
         all_keys = sorted(set().union(*identities))
@@ -505,7 +535,7 @@ def label_rows(rows: Sequence[Row]) -> None:
             chosen.setdefault(signature, key)
         keys = sorted(chosen.values())
         names = _short_names(keys)
-        suffix = "" if variant == "default" else f" {variant_text(members[0])}"
+        suffix = "" if variant == "default" and method not in tuned else f" {variant_text(members[0])}"
         for row, identity, default in zip(members, identities, defaults, strict=True):
             shown = {k: default.get(k, identity.get(k)) for k in keys if k in varying or k in default}
             row.differs = shown
@@ -520,9 +550,16 @@ def label_rows(rows: Sequence[Row]) -> None:
 
 
 def variant_text(row: Row) -> str:
-    """`tuned (8 trials)`: a tuned row names the search budget it used."""
-    trials = {(r.search or {}).get("n_trials") for r in row.runs} - {None}
+    """`tuned (8 trials)`: a tuned row names the search budget it used (a sweeper's ``n_trials``; a grid
+    search's ``trials_run``, the trials its choice was made from)."""
+    trials = {_trial_budget(r.search or {}) for r in row.runs} - {None}
     return f"{row.variant} ({'/'.join(str(t) for t in sorted(trials))} trials)" if trials else row.variant
+
+
+def _trial_budget(search: dict[str, Any]) -> Any:
+    if search.get("n_trials") is not None:
+        return search["n_trials"]
+    return search.get("trials_run") if search.get("sweeper") == "grid" else None
 
 
 def _row_budget(runs: Sequence[RunResult]) -> str:
@@ -558,6 +595,253 @@ def group_rows(results: Iterable[RunResult], include_trials: bool = False) -> tu
         metric = headline(runs[0])[0]
         rows.append(Row(task, model, _row_budget(runs), method, variant, metric, fingerprint, runs))
     return rows, warnings
+
+
+# --- grid searches -----------------------------------------------------------------------------------------
+
+# A trial that ran to its end (ok) or stopped on a non-finite loss (diverged) says how the method fares at its
+# value; one that failed, ran out of memory or was killed says nothing about the value (a re-run may finish it).
+FINISHED = ("ok", "diverged")
+# "Within a point of the best" (shared/RESEARCH.md, Fair treatment). Scores in [-1, 1] (accuracy, F1, MCC,
+# correlations) are fractions, so a point is 0.01; anything else is taken to be in percent, a point 1.0.
+POINT_FRACTION, POINT_PERCENT = 0.01, 1.0
+# Float rounding must not push a trial exactly one point below the best out (0.805 - 0.795 > 0.01 in floats).
+POINT_SLACK = 1e-9
+
+
+def point_tolerance(scores: Iterable[float]) -> float:
+    """One point of the monitored metric: 0.01 when every score lies in [-1, 1], else 1.0 (a percent scale)."""
+    return POINT_FRACTION if all(-1.0 <= s <= 1.0 for s in scores) else POINT_PERCENT
+
+
+def grid_size(space: Any) -> int | None:
+    """Points of a recorded grid (``search.space``: each key's comma-separated values, as a study's
+    sweeper.params spell them); None when the grid is unknown (given on the command line, or a range)."""
+    if not isinstance(space, dict) or not space:
+        return None
+    size = 1
+    for value in space.values():
+        if isinstance(value, list | tuple):
+            size *= len(value)
+        elif isinstance(value, str) and "(" not in value:
+            size *= len([v for v in value.split(",") if v.strip()])
+        else:
+            return None
+    return size
+
+
+@dataclass
+class SearchSummary:
+    """One grid search of one method as the leaderboard shows it: its trials (one per grid point), the trial
+    its validation score chose (``search.best_trial``) and how many finished trials lie within a point of it.
+
+    Everything here comes from validation scores: a trial's test score is never read, so it cannot colour the
+    choice, the robustness or the sensitivity plot."""
+
+    task: str
+    model: str
+    method: str
+    study: str | None
+    seed: int
+    keys: tuple[str, ...]
+    identity: str  # search.group_identity: the configuration bar the searched keys and the seed
+    trials: list[RunResult]  # one trial per grid point found, whatever its status
+    grid: int | None  # points of the recorded grid (None: unknown)
+    monitor: str
+    mode: str
+    best: RunResult | None
+    best_score: float | None
+    tolerance: float
+    finished: list[RunResult]  # ok or diverged (FINISHED)
+    within: int  # finished trials within a point of the best (a diverged trial never is)
+    section: tuple[str, str, str]  # the table it belongs to (build: the table of the rows that report it)
+
+    @property
+    def robust_share(self) -> float | None:
+        """within / finished: the share of the searched values at which the method does about as well."""
+        if self.best_score is None or not self.finished:
+            return None
+        return self.within / len(self.finished)
+
+    def scored(self) -> list[tuple[RunResult, float]]:
+        """The ok trials that have a validation score, with it."""
+        pairs = [(t, validation_score(t)) for t in self.finished if t.status == "ok"]
+        return [(t, s) for t, s in pairs if s is not None]
+
+    def is_within(self, score: float) -> bool:
+        if self.best_score is None:
+            return False
+        gap = self.best_score - score if self.mode == "max" else score - self.best_score
+        return gap <= self.tolerance + POINT_SLACK
+
+
+def one_per_point(trials: Sequence[RunResult], keys: Sequence[str]) -> list[RunResult]:
+    """One trial per point of the grid (the values of the searched keys): a finished one before one that is not,
+    then the newest. A point run twice under two run ids (a re-run after the run-id rule changed) would
+    otherwise count twice in the trials and the robustness; the fraction is over the grid's points."""
+    by_point: dict[str, RunResult] = {}
+    for trial in sorted(trials, key=lambda t: (t.status in FINISHED, t.ended_at or "", t.run_id)):
+        by_point[json.dumps([lookup(trial.config or {}, k) for k in keys], default=str)] = trial
+    return sorted(by_point.values(), key=lambda t: t.run_id)
+
+
+def summarize_search(group: tuple[Any, ...], trials: Sequence[RunResult]) -> SearchSummary:
+    """A ``search.grid_searches`` group as a SearchSummary (see there)."""
+    study, task, model, method, seed, keys, identity = group
+    trials = one_per_point(trials, keys)
+    best = best_trial(trials)
+    first = best or trials[0]
+    monitor = str(first.selection.get("monitor") or first.config.get("task", {}).get("monitor") or "")
+    finished = [t for t in trials if t.status in FINISHED]
+    scores = [s for s in (validation_score(t) for t in finished if t.status == "ok") if s is not None]
+    summary = SearchSummary(
+        task=task,
+        model=model,
+        method=method,
+        study=study,
+        seed=seed,
+        keys=tuple(keys),
+        identity=identity,
+        trials=list(trials),
+        grid=next((g for g in (grid_size((t.search or {}).get("space")) for t in trials) if g), None),
+        monitor=monitor,
+        mode=str(first.selection.get("mode") or "max"),
+        best=best,
+        best_score=validation_score(best) if best is not None else None,
+        tolerance=point_tolerance(scores),
+        finished=finished,
+        within=0,
+        section=(task, model, _row_budget([t for t in trials if t.status == "ok"] or list(trials))),
+    )
+    summary.within = sum(summary.is_within(score) for _, score in summary.scored())
+    return summary
+
+
+def summarize_searches(results: Iterable[RunResult]) -> list[SearchSummary]:
+    """Every grid search in the results (``search.grid_searches``), in a fixed order."""
+    groups = grid_searches(results)
+    return [
+        summarize_search(group, groups[group])
+        for group in sorted(groups, key=lambda g: json.dumps(g, default=str))
+    ]
+
+
+def match_search(row: Row, searches: Sequence[SearchSummary]) -> SearchSummary | None:
+    """The grid search of the row's method and configuration: for a tuned row the search its runs' choice came
+    from (``search.chosen_run_id``); otherwise the search whose configuration, bar the searched keys and the
+    seed, is the row's (``search.group_identity``), of the row's own study when several match."""
+    same = [s for s in searches if (s.task, s.model, s.method) == (row.task, row.model, row.method)]
+    if not same:
+        return None
+    chosen = {(r.search or {}).get("chosen_run_id") for r in row.runs if r.variant == "tuned"} - {None}
+    for search in same:
+        if chosen & {t.run_id for t in search.trials}:
+            return search
+    config = row.runs[0].config or {}
+    matching = [s for s in same if group_identity(config, list(s.keys)) == s.identity]
+    studies = {r.study for r in row.runs}
+    return next((s for s in matching if s.study in studies), matching[0] if matching else None)
+
+
+def chosen_values(row: Row) -> dict[str, list[Any]]:
+    """The searched keys' values a row shows as chosen: a tuned row the values its runs ran (they can differ
+    when the search changed between report runs), any other row its search's best trial's."""
+    search = row.search
+    if search is None:
+        return {}
+    tuned = [r for r in row.runs if r.variant == "tuned"]
+    sources = tuned or ([search.best] if search.best is not None else [])
+    out: dict[str, list[Any]] = {}
+    for key in search.keys:
+        values: list[Any] = []
+        for run in sources:
+            value = lookup(run.config or {}, key)
+            if not any(_same(value, v) for v in values):
+                values.append(value)
+        if values:
+            out[key] = sorted(
+                values,
+                key=lambda v: (not isinstance(v, int | float), v if isinstance(v, int | float) else str(v)),
+            )
+    return out
+
+
+SEARCH_COLUMNS = ("chosen", "trials", "robust")
+
+
+def search_cells(row: Row) -> dict[str, str]:
+    """The three search columns of a row: ``chosen`` (the searched value its validation score picked),
+    ``trials`` (finished trials; ``6/7`` when fewer finished than the grid has points) and ``robust``
+    (finished trials within a point of the best: ``4/7``). ``–`` for a row whose method has no search."""
+    search = row.search
+    if search is None:
+        return dict.fromkeys(SEARCH_COLUMNS, "–")
+    names = _short_names(list(search.keys))
+    chosen = " ".join(
+        f"{names[k]}={'/'.join(_value_text(v) for v in values)}" for k, values in chosen_values(row).items()
+    )
+    planned = max(search.grid or 0, len(search.trials))
+    finished = len(search.finished)
+    return {
+        "chosen": chosen or "–",
+        "trials": str(finished) if finished == planned else f"{finished}/{planned}",
+        "robust": f"{search.within}/{finished}" if search.robust_share is not None else "–",
+    }
+
+
+def search_flags(row: Row) -> list[str]:
+    """A tuned row whose runs ran another value than its search's best now (trials added after the report
+    stage), or a value at the edge of the grid (the best may lie outside what was searched)."""
+    search = row.search
+    if row.variant != "tuned" or search is None or search.best is None:
+        return []
+    flags = []
+    names = _short_names(list(search.keys))
+    for key, values in chosen_values(row).items():
+        best = lookup(search.best.config or {}, key)
+        stale = [r for r in row.runs if not _same(lookup(r.config or {}, key), best)]
+        if stale:
+            ran = "/".join(_value_text(v) for v in values)
+            flags.append(
+                f"chosen {names[key]}={ran} is not the search's best now ({names[key]}={_value_text(best)}): "
+                f"{len(stale)}/{len(row.runs)} runs"
+            )
+        grid = sorted(
+            {v for v in (lookup(t.config or {}, key) for t in search.trials) if _number(v) is not None}
+        )
+        edges = [
+            v
+            for v in values
+            if len(grid) >= 3 and _number(v) is not None and (_same(v, grid[0]) or _same(v, grid[-1]))
+        ]
+        for value in edges:
+            flags.append(
+                f"chosen {names[key]}={_value_text(value)} is at the grid's edge: the best may lie outside the "
+                "searched range"
+            )
+    return flags
+
+
+def search_footnote(rows: Sequence[Row]) -> str | None:
+    """What the search columns mean, in words (under every table that has them)."""
+    searches = list({id(r.search): r.search for r in rows if r.search is not None}.values())
+    if not searches:
+        return None
+    keys = ", ".join(sorted({k for s in searches for k in s.keys}))
+    monitors = ", ".join(sorted({s.monitor for s in searches}))
+    seeds = ", ".join(str(seed) for seed in sorted({s.seed for s in searches}))
+    points = " and ".join(
+        f"{t:g} ({'scores in [-1, 1]' if t == POINT_FRACTION else 'a percent scale'})"
+        for t in sorted({s.tolerance for s in searches})
+    )
+    return (
+        f"chosen / trials / robust: the method's grid search over {keys} at seed {seeds}, judged on validation "
+        f"({monitors}), never on test. chosen: the value with the best validation score (a tuned row: the value "
+        "its runs ran). trials: finished trials (ok or diverged), out of the grid's points when fewer finished. "
+        "robust: finished trials of the method's search whose validation score is within 1 point of the "
+        f"search's best (1 point = {points}); a diverged trial is never within. The same for a method's tuned "
+        "and default rows: it describes the method's search, not the row."
+    )
 
 
 # --- statistics per section --------------------------------------------------------------------------------
@@ -613,7 +897,7 @@ def _row_flags(row: Row) -> list[str]:
         planned = sorted({p for _, p in short})
         ran_text = str(ran[0]) if len(ran) == 1 else f"{ran[0]}–{ran[-1]}"
         flags.append(f"ran {ran_text} of {'/'.join(str(p) for p in planned)} steps: {len(short)}/{n} runs")
-    return flags
+    return flags + search_flags(row)
 
 
 def _sort_key(row: Row) -> tuple:
@@ -714,8 +998,13 @@ def build(
     budget: str | None = None,
     pareto: bool = True,
 ) -> Leaderboard:
-    """Rows grouped, labelled, tested and sorted, per section (sections sorted by task, model, budget)."""
+    """Rows grouped, labelled, tested and sorted, per section (sections sorted by task, model, budget); each
+    row linked to its method's grid search when the results hold one."""
+    results = list(results)
     rows, warnings = group_rows(results, include_trials)
+    searches = summarize_searches(results)
+    for row in rows:
+        row.search = match_search(row, searches)
     board = Leaderboard([], warnings, alpha=alpha)
     for key in sorted(sections(rows), key=lambda k: (k[0], k[1], k[2])):
         if budget and key[2] != budget:
@@ -728,7 +1017,26 @@ def build(
         if notes:
             board.notes[key] = notes
         board.rows.extend(members)
+    board.searches = _searches_by_section(board.rows, searches, budget)
     return board
+
+
+def _searches_by_section(
+    rows: Sequence[Row], searches: Sequence[SearchSummary], budget: str | None
+) -> dict[tuple[str, str, str], list[SearchSummary]]:
+    """Each search under the table of the first row that reports it; a search no row reports (the search stage
+    ran, the report stage not yet) under the table its own ok trials' budget names."""
+    placed: dict[tuple[str, str, str], list[SearchSummary]] = defaultdict(list)
+    seen: set[int] = set()
+    for row in rows:
+        if row.search is not None and id(row.search) not in seen:
+            seen.add(id(row.search))
+            row.search.section = (row.task, row.model, row.budget)
+            placed[row.search.section].append(row.search)
+    for search in searches:
+        if id(search) not in seen and (not budget or search.section[2] == budget):
+            placed[search.section].append(search)
+    return {key: placed[key] for key in sorted(placed)}
 
 
 def aggregate(results: Iterable[RunResult], include_trials: bool = False, **options: Any) -> list[Row]:
@@ -799,6 +1107,7 @@ def display_rows(rows: Sequence[Row], median: bool = False, context: bool = Fals
     """Rows as the strings every table format shows (so Markdown, CSV and LaTeX agree). ``context`` adds the
     task, model and budget columns (a table across sections, as at the end of a sweep)."""
     peak_header, increment_header, tag = _memory_columns(rows)
+    searched = any(row.search is not None for row in rows)  # the search columns only where there are searches
     out = []
     for row in rows:
         numbers, memory = row.numbers(), row.memory()
@@ -811,6 +1120,7 @@ def display_rows(rows: Sequence[Row], median: bool = False, context: bool = Fals
                 "diff vs ref [95% CI]": interval_text(row.difference, signed=True),
                 "p (Holm)": _p_text(row.p_holm),
                 "n": str(row.n),
+                **(search_cells(row) if searched else {}),
                 "trainable": _count(numbers["trainable_params"]),
                 "trainable %": _fmt(numbers["trainable_pct"], 3),
                 "samples/s": _fmt(numbers["samples_per_s"]),
@@ -883,6 +1193,9 @@ def section_footnotes(rows: Sequence[Row], alpha: float = ALPHA) -> list[str]:
         lines.append(
             "not ranked: no score, or the interval reaches the trivial baseline (no test, no group)."
         )
+    searched = search_footnote(rows)
+    if searched:
+        lines.append(searched)
     return lines
 
 
@@ -910,10 +1223,19 @@ CSV_FIELDS = (
 )  # fmt: skip
 
 
+# The search's figures (Row.search_numbers): written only when a row has a search, so a table without
+# searches keeps its columns byte for byte.
+SEARCH_FIELDS = (
+    "search_chosen", "search_trials", "search_finished", "search_grid", "search_within", "search_robust",
+    "search_tolerance", "search_best_val", "search_monitor",
+)  # fmt: skip
+
+
 def to_csv(rows: Sequence[Row]) -> str:
     """Raw numbers, one line per row (full precision; the Markdown/LaTeX round them)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+    fields = CSV_FIELDS + (SEARCH_FIELDS if any(r.search is not None for r in rows) else ())
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if v is None else v) for k, v in row.numbers().items()})
@@ -1039,9 +1361,10 @@ def _latex_section(
         )
         if any(r.numbers().get(name) is not None for r in members)
     ]
+    searched = any(row.search is not None for row in members)  # the search columns, as in display_rows
     header = [
         "Method", "Group", f"Test {_latex_escape(members[0].metric)}", r"Diff.\ vs.\ ref.", "$p$ (Holm)",
-        "Seeds", "Trainable params", r"Trainable (\%)", "Throughput (samples/s)", f"Peak mem.\\ ({unit})",
+        "Seeds", *(("Chosen", "Trials", "Robust") if searched else ()), "Trainable params", r"Trainable (\%)", "Throughput (samples/s)", f"Peak mem.\\ ({unit})",
         f"Mem.\\ over load ({unit})", "Train time (s)", *(h for _, h, _ in extras), "Flags",
     ]  # fmt: skip
     align = "llll" + "r" * (len(header) - 5) + "l"
@@ -1065,6 +1388,7 @@ def _latex_section(
         cells = [
             _latex_escape(row.label), _latex_escape(row.group), score,
             _latex_interval(row.difference, signed=True), p, str(row.n),
+            *(_latex_escape(c) for c in (search_cells(row).values() if searched else ())),
             "--" if trainable is None else f"{round(trainable):,}", _latex_number(numbers["trainable_pct"], 3),
             _latex_number(numbers["samples_per_s"]), memory_cell(memory["peak"]),
             memory_cell(memory["increment"]), _latex_number(numbers["train_time_s"]),
@@ -1143,6 +1467,20 @@ METHOD_TEXT = (
 )
 
 
+SEARCH_TEXT = (
+    "Grid searches: a method searched over a grid of values (peftbench/search.py, variant trial) chose the "
+    "value with the best validation score at its search seed; its tuned row ran that value at other seeds, its "
+    "default row the method's own defaults. The columns chosen, trials and robust describe that search (the "
+    "footnote under each table says how); sensitivity plots (sensitivity_<table>.png) draw each method's "
+    "validation score against the searched learning rate, the chosen trial starred and the band within 1 point "
+    "of the best shaded. Test scores select nothing."
+)
+SEARCH_ONLY_TEXT = (
+    "These searches have trials but no tuned or default rows yet (run the report stage): their sensitivity "
+    "plot only."
+)
+
+
 def write_outputs(
     rows: Sequence[Row],
     results: Sequence[RunResult],
@@ -1158,9 +1496,10 @@ def write_outputs(
     html: bool = True,
     files: Sequence[tuple[Path, RunResult]] | None = None,
 ) -> dict[str, Path]:
-    """Tables (md, csv, tex), Pareto plots and memory-breakdown bars (png, svg), the interactive
-    leaderboard.html (``html``; it links each run to its file in ``files``, the (path, result) pairs read,
-    rescanned from ``source`` when not given) and report.md under out_dir."""
+    """Tables (md, csv, tex), Pareto plots, memory-breakdown bars and the grid searches' sensitivity plots
+    (png, svg; the searches come from ``board``), the interactive leaderboard.html (``html``; it links each
+    run to its file in ``files``, the (path, result) pairs read, rescanned from ``source`` when not given)
+    and report.md under out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {
         "markdown": out_dir / "leaderboard.md",
@@ -1176,14 +1515,19 @@ def write_outputs(
         files = scan_results(source)[0] if files is None else files
         written["html"] = write_page(rows, files, out_dir, source, len(results), median, board, alpha)
     figures: dict[tuple[str, str, str], list[Path]] = {}
+    searches = board.searches if board else {}
     if plots:
-        from peftbench.plots import memory_plot, pareto_plots
+        from peftbench.plots import memory_plot, pareto_plots, sensitivity_plot
 
         for key, members in sections(rows).items():
             figures[key] = pareto_plots(members, out_dir) + memory_plot(members, out_dir)
+        for key, found in searches.items():
+            figures.setdefault(key, []).extend(sensitivity_plot(found, out_dir))
     skipped_note = f"; {len(skipped)} file(s) skipped, listed at the end" if skipped else ""
     report = [f"# peftbench leaderboard\n\nFrom `{source}`: {len(results)} result file(s){skipped_note}.\n"]
     report.append(METHOD_TEXT.format(n=n_resamples, seed=seed, alpha=alpha) + "\n")
+    if searches:
+        report.append(SEARCH_TEXT + "\n")
     if html:
         report.append("Interactive page (sort, filter, plot): [leaderboard.html](leaderboard.html)\n")
     for key, members in sections(rows).items():
@@ -1201,6 +1545,11 @@ def write_outputs(
         for path in figures.get(key, []):
             if path.suffix == ".png":
                 report.append(f"![{path.stem}]({path.name})\n")
+    for key in (k for k in searches if k not in sections(rows) and figures.get(k)):
+        report.append(f"## Searches without reported rows: {' · '.join(key)}\n\n{SEARCH_ONLY_TEXT}\n")
+        report.extend(
+            f"![{path.stem}]({path.name})\n" for path in figures.get(key, []) if path.suffix == ".png"
+        )
     if board and board.warnings:
         report.append("## Duplicates\n\n" + "\n".join(f"- {line}" for line in board.warnings) + "\n")
     failed = failed_lines(results)

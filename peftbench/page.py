@@ -4,8 +4,10 @@ The page holds the rows as a table a reader can sort (click a header) and filter
 method, variant, free text), and a Pareto plot of any two of the rows' figures picked from two dropdowns,
 with the rows' 95 % intervals as error bars. Hovering a point shows the row's config diff (the keys its
 label names: what differs from the method's shipped defaults or between rows of one method) and the result
-files it pools, as paths relative to the page. Every figure is one ``Row.numbers()`` already holds and every
-cell is ``display_rows`` text, so the page agrees with leaderboard.md/csv/tex; nothing is recomputed here.
+files it pools, as paths relative to the page; a row whose method has a grid search also shows the search's
+chosen value, trials and robustness (columns of the table and a line of the hover). Every figure is one
+``Row.numbers()`` already holds and every cell is ``display_rows`` text, so the page agrees with
+leaderboard.md/csv/tex; nothing is recomputed here.
 
 Plotly draws the plot: its JavaScript bundle (``plotly.offline.get_plotlyjs``, about 4.8 MB) is inlined, so
 the page opens from ``file://`` without a network. The table's sorting and filtering and the choice of axes
@@ -37,6 +39,7 @@ from peftbench.leaderboard import (
     _value_text,
     display_rows,
     method_defaults,
+    search_cells,
     section_footnotes,
     sections,
 )
@@ -91,6 +94,9 @@ SORT_KEYS = {
     "time s": "train_time_s",
     "energy kWh": "train_energy_kwh",
     "CO₂ g": "train_co2_kg",
+    # A grid search's columns (only in tables with one): finished trials, and the robust share within/finished.
+    "trials": "search_finished",
+    "robust": "search_robust",
 }
 PARETO_KEYS = {"trainable %": "pareto_p_trainable_pct", "peak memory": "pareto_p_peak_mem",
                "throughput": "pareto_p_throughput"}  # fmt: skip
@@ -145,6 +151,17 @@ def config_diff(row: Row) -> list[str]:
     return out
 
 
+def _search_line(row: Row) -> str:
+    """The hover text's line on the method's grid search (the table's chosen, trials and robust columns)."""
+    cells, search = search_cells(row), row.search
+    if search is None:
+        return ""
+    return (
+        f"search (validation {search.monitor}): chosen {cells['chosen']}, {cells['trials']} trials, "
+        f"robust {cells['robust']} within 1 point ({search.tolerance:g}) of the best"
+    )
+
+
 def _row_record(row: Row, files: dict[tuple[str, str, str], str]) -> dict[str, Any]:
     """What the plot needs of one row: its figures, its section, and the static part of its hover text."""
     numbers = row.numbers()
@@ -163,6 +180,7 @@ def _row_record(row: Row, files: dict[tuple[str, str, str], str]) -> dict[str, A
         ),
         "config diff: " + (html.escape(", ".join(diff)) if diff else "the method's defaults"),
         *(["P(on front): " + html.escape(", ".join(pareto))] if pareto else []),
+        *([html.escape(_search_line(row))] if row.search is not None else []),
         *(["flags: " + html.escape(numbers["flags"])] if numbers["flags"] else []),
         "files:",
         *(html.escape(p) for p in paths),

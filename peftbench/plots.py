@@ -13,6 +13,7 @@ a label moved off its point is joined to it by a thin grey line.
 from __future__ import annotations
 
 import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -236,6 +237,174 @@ def memory_plot(rows: Sequence[Any], out_dir: Path, prefix: str | None = None) -
     written = []
     for suffix in (".png", ".svg"):
         path = out_dir / f"memory_{prefix}{suffix}"
+        figure.savefig(path, dpi=DPI, metadata={"Date": None} if suffix == ".svg" else {"Software": None})
+        written.append(path)
+    plt.close(figure)
+    return written
+
+
+# --- learning-rate sensitivity of grid searches ---------------------------------------------------------------
+
+# Families of conf/method/ (the order of the panels and their colours). A sensitivity figure of ~40 methods is
+# small multiples, one panel per method, because one axis of 40 curves is unreadable: the curves of one family
+# lie on top of each other (same shape, lrs a factor of 2 apart) and no legend or label can name 40 lines.
+# Panels in family order, coloured by family, keep related methods side by side; a method missing here is
+# drawn in "other" (tests/test_leaderboard_tuned.py checks every method has a family).
+FAMILIES = {
+    "full and selective": ("full", "head_only", "selective", "bitfit", "ln_tuning", "sparse", "shira",
+                           "trainable_tokens"),
+    "low-rank (LoRA and variants)": ("lora", "rslora", "dora", "pissa", "olora", "corda", "eva", "loftq",
+                                     "qlora", "adalora", "lorafa", "loraplus", "delora", "randlora", "vblora",
+                                     "vera", "miss"),
+    "Hadamard and Kronecker products": ("loha", "lokr"),
+    "multiplicative (orthogonal, rotation, scaling)": ("oft", "boft", "hra", "road", "ia3"),
+    "transform domain (Fourier, wavelet, circulant)": ("fourierft", "waveft", "c3a"),
+    "bottleneck adapters": ("houlsby", "pfeiffer"),
+    "soft prompts": ("prompt_tuning", "prefix_tuning", "p_tuning"),
+}  # fmt: skip
+METHOD_FAMILIES = {method: family for family, methods in FAMILIES.items() for method in methods}
+FAMILY_ORDER = (*FAMILIES, "other")
+FAMILY_COLOURS = dict(zip(FAMILY_ORDER, plt.get_cmap("tab10").colors, strict=False))
+PANEL_COLUMNS = 6  # 40 methods: 7 rows of 6 panels, one page of a paper
+LR_FACTOR = "optimizer.lr_factor"
+
+
+def method_family(method: str) -> str:
+    return METHOD_FAMILIES.get(method, "other")
+
+
+def searched_x(trial: Any, keys: Sequence[str]) -> tuple[float | None, str]:
+    """A trial's position on the sensitivity plot's x axis, and the axis's name: for a search over
+    ``optimizer.lr_factor`` the learning rate it trained at (optimizer.lr x the factor, read from its config);
+    for a search over one other numeric key, that key's value. None when the trial has no such number."""
+
+    def number(dotted: str) -> float | None:
+        node: Any = trial.config or {}
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return float(node) if isinstance(node, int | float) and not isinstance(node, bool) else None
+
+    if list(keys) == [LR_FACTOR]:
+        lr, factor = number("optimizer.lr"), number(LR_FACTOR)
+        name = "effective learning rate (optimizer.lr × optimizer.lr_factor)"
+        return (lr * factor if lr is not None and factor is not None else None), name
+    if len(keys) == 1:
+        return number(keys[0]), keys[0]
+    return None, " × ".join(keys)
+
+
+def _default_x(search: Any) -> float | None:
+    """The method's own lr (factor 1) for an lr_factor search: where its default row trained."""
+    if list(search.keys) != [LR_FACTOR] or not search.trials:
+        return None
+    lr = (search.trials[0].config or {}).get("optimizer", {}).get("lr")
+    return float(lr) if isinstance(lr, int | float) and not isinstance(lr, bool) else None
+
+
+def sensitivity_plot(searches: Sequence[Any], out_dir: Path, prefix: str | None = None) -> list[Path]:
+    """The validation score of every trial of each method's grid search against its learning rate
+    (``sensitivity_<task>-<model>-<budget>.{png,svg}``); returns the files written.
+
+    One panel per search (``leaderboard.SearchSummary``), in family order, sharing the y axis (so flat and
+    peaked curves compare at a glance) and, when every panel searched the same quantity, the log x axis. Each
+    panel: the curve of the finished ok trials, the chosen trial (best validation) as a star, the band within
+    one point of the best shaded (its share of the trials is the ``robust`` column, also in the panel title),
+    the method's own lr (factor 1) as a dotted line, and diverged trials as crosses on the bottom edge. The
+    panel's title names it, so no label sits among the curves and none can cover another."""
+    drawn = [(s, [(searched_x(t, s.keys)[0], score) for t, score in s.scored()]) for s in searches]
+    drawn = [(s, sorted((x, y) for x, y in points if x is not None and x > 0)) for s, points in drawn]
+    drawn = [(s, points) for s, points in drawn if points]
+    if not drawn:
+        return []
+    drawn.sort(
+        key=lambda item: (FAMILY_ORDER.index(method_family(item[0].method)), item[0].method, item[0].identity)
+    )
+    first = drawn[0][0]
+    prefix = prefix or _slug("-".join(first.section))
+    x_names = {searched_x(s.trials[0], s.keys)[1] for s, _ in drawn}
+    monitors = {s.monitor for s, _ in drawn}
+    columns = min(PANEL_COLUMNS, len(drawn))
+    rows = -(-len(drawn) // columns)
+    width = max(2.1 * columns + 0.7, 5.6)  # a narrow figure still has room for the legend
+    legend_columns = 4 if width >= 9 else 2
+    header_lines = -(-(len({method_family(s.method) for s, _ in drawn}) + 4) // legend_columns) + 2
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(width, 1.7 * rows + 0.17 * header_lines + 0.8), dpi=DPI, squeeze=False,
+        sharex=len(x_names) == 1, sharey=len(monitors) == 1, layout="constrained",
+    )  # fmt: skip
+    methods = [s.method for s, _ in drawn]
+    for index, (search, points) in enumerate(drawn):
+        axis = axes.flat[index]
+        colour = FAMILY_COLOURS[method_family(search.method)]
+        xs, ys = [x for x, _ in points], [y for _, y in points]
+        if search.best_score is not None:
+            gap = search.tolerance if search.mode == "max" else -search.tolerance
+            low, high = sorted((search.best_score - gap, search.best_score))
+            axis.axhspan(low, high, color=colour, alpha=0.25, lw=0)
+        axis.plot(xs, ys, "-o", color=colour, ms=3, lw=1.2, gid="curve", zorder=3)
+        if search.best is not None:
+            best_x = searched_x(search.best, search.keys)[0]
+            if best_x is not None and best_x > 0:
+                axis.plot([best_x], [search.best_score], ls="none", marker="*", ms=10, color=colour, mec="black",
+                          mew=0.6, gid="chosen", zorder=4)  # fmt: skip
+        default = _default_x(search)
+        if default is not None:
+            axis.axvline(default, ls=":", color="0.35", lw=0.8, zorder=1)
+        diverged = [searched_x(t, search.keys)[0] for t in search.finished if t.status != "ok"]
+        diverged = [x for x in diverged if x is not None and x > 0]
+        if diverged:
+            axis.plot(diverged, [0.0] * len(diverged), ls="none", marker="x", color="tab:red", ms=5,
+                      transform=axis.get_xaxis_transform(), clip_on=False, gid="diverged", zorder=4)  # fmt: skip
+        axis.set_xscale("log")
+        name = (
+            search.method if methods.count(search.method) == 1 else f"{search.method} #{search.identity[:6]}"
+        )
+        robust = f"{search.within}/{len(search.finished)}" if search.best_score is not None else "–"
+        axis.set_title(f"{name}\nrobust {robust}", fontsize=7, pad=3)
+        axis.tick_params(labelsize=6)
+        axis.grid(alpha=0.3, which="both", lw=0.4)
+        if len(x_names) > 1:
+            axis.set_xlabel(searched_x(search.trials[0], search.keys)[1], fontsize=6)
+    for axis in axes.flat[len(drawn) :]:  # empty cells of the last row; the panels above show their x ticks
+        axis.remove()
+    for index in range(max(0, len(drawn) - columns), len(drawn)):
+        axes.flat[index].xaxis.set_tick_params(labelbottom=True)
+    if len(x_names) == 1:
+        figure.supxlabel(f"{next(iter(x_names))}, log scale", fontsize=8)
+    figure.supylabel(f"validation score ({', '.join(sorted(monitors))})", fontsize=8)
+    seeds = ", ".join(str(seed) for seed in sorted({s.seed for s, _ in drawn}))
+    title = (
+        f"{' · '.join(first.section)}: sensitivity to the learning rate (grid search at seed {seeds}, "
+        "validation scores; test never used)"
+    )
+    families = list(dict.fromkeys(method_family(s.method) for s, _ in drawn))
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    tolerances = sorted({s.tolerance for s, _ in drawn})
+    # Legend entries for what some panel shows: a factor-1 line only for lr_factor searches, crosses only when
+    # a trial diverged.
+    any_default = any(_default_x(s) is not None for s, _ in drawn)
+    any_diverged = any(t.status != "ok" for s, _ in drawn for t in s.finished)
+    handles = [
+        *(Line2D([], [], color=FAMILY_COLOURS[f], marker="o", ms=3, lw=1.2, label=f) for f in families),
+        Line2D([], [], ls="none", marker="*", ms=9, color="0.6", mec="black", mew=0.6,
+               label="chosen: best validation score"),
+        Patch(color="0.6", alpha=0.3, lw=0,
+              label=f"within 1 point of the best ({'/'.join(f'{t:g}' for t in tolerances)})"),
+        *([Line2D([], [], ls=":", color="0.35", lw=0.8, label="method's own lr (factor 1)")] if any_default else []),
+        *([Line2D([], [], ls="none", marker="x", color="tab:red", ms=5, label="diverged")] if any_diverged else []),
+    ]  # fmt: skip
+    # The title is the legend's: one block above the panels, which the constrained layout keeps clear of them
+    # (a suptitle beside an outside legend is laid out on top of it).
+    legend = figure.legend(
+        handles=handles, loc="outside upper center", ncol=legend_columns, fontsize=6.5, frameon=False,
+        title=textwrap.fill(title, width=int(width * 15)), title_fontsize=7.5,
+    )  # fmt: skip
+    legend.get_title().set_multialignment("center")
+    written = []
+    for suffix in (".png", ".svg"):
+        path = out_dir / f"sensitivity_{prefix}{suffix}"
         figure.savefig(path, dpi=DPI, metadata={"Date": None} if suffix == ".svg" else {"Software": None})
         written.append(path)
     plt.close(figure)

@@ -793,14 +793,17 @@ def load_results(results_dir: str | Path) -> tuple[list[RunResult], list[tuple[P
     return [result for _, result in loaded], skipped
 
 
-def find_ok_result(results_dir: str | Path, run_id: str) -> RunResult | None:
-    """The finished (status ok) result of this run id in a results folder, if any: what a resumed sweep skips."""
+def find_ok_result(
+    results_dir: str | Path, run_id: str, variants: tuple[str, ...] = ("default", "trial")
+) -> RunResult | None:
+    """The finished (status ok) result of this run id in a results folder, if any: what a resumed sweep skips.
+    Only the given variants count (a `tuned` file is a copy of a trial, or the report stage's own label)."""
     for path in sorted(Path(results_dir).glob(f"*__{run_id}*.json")):
         try:
             result = read_result(path)
         except ResultSchemaError as error:  # not finished as far as anyone can tell: the point runs again
             logging.getLogger("peftbench").warning("skipped %s: %s", path, error)
             continue
-        if result.run_id == run_id and result.status == "ok" and result.variant != "tuned":
+        if result.run_id == run_id and result.status == "ok" and result.variant in variants:
             return result
     return None

@@ -7,6 +7,7 @@ functions. Everything here works under any Hydra launcher (basic, ours, joblib, 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import signal
@@ -237,10 +238,43 @@ def resume_enabled(cfg: DictConfig) -> bool:
 
 
 def finished_point(cfg: DictConfig, run_id: str) -> RunResult | None:
-    """The finished result (same run id, status ok) a resumed sweep skips this point for, if any."""
+    """The finished result (same run id, status ok) a resumed sweep skips this point for, if any.
+
+    A tuned comparison whose search chose a method's own lr (factor 1) asks its report stage and its default
+    stage for the same configuration at the same seeds: one run id. Whichever stage runs second finds the other's
+    file and writes a copy under its own label (tuned, with its search record; or default) instead of training
+    the same point twice (a re-run is bit-identical), so both rows exist.
+    """
     if not resume_enabled(cfg):
         return None
-    return find_ok_result(cfg.paths.results_dir, run_id)
+    from peftbench.search import report_record
+
+    results_dir = cfg.paths.results_dir
+    done = find_ok_result(results_dir, run_id)
+    record = report_record(cfg) if not OmegaConf.select(cfg, "sweep.search", default=None) else None
+    if done is not None and record is not None and done.variant == "default":
+        return _relabelled(done, "tuned", record, results_dir)
+    if done is None and record is None and not OmegaConf.select(cfg, "sweep.search", default=None):
+        tuned = find_ok_result(results_dir, run_id, variants=("tuned",))
+        if tuned is not None and (tuned.search or {}).get("sweeper") == "grid":
+            return _relabelled(tuned, "default", None, results_dir)
+    return done
+
+
+def _relabelled(
+    result: RunResult, variant: str, search: dict[str, Any] | None, results_dir: Any
+) -> RunResult:
+    copy = RunResult.from_dict({**result.to_dict(), "variant": variant, "search": search})
+    copy.provenance = {**copy.provenance, "copied_from": result.filename}
+    path = write_result(copy, results_dir)
+    copy.provenance["result_path"] = str(path)
+    logging.getLogger("peftbench").info(
+        "%s: the same configuration and seed as %s; written as %s without training",
+        variant,
+        result.filename,
+        path,
+    )
+    return copy
 
 
 def objective(result: RunResult) -> float | None:

@@ -189,3 +189,42 @@ def test_the_study_stages_differ_only_in_the_searched_key_and_the_seed() -> None
     seeds = str(params["report"]["seed"]).split(",")
     assert len(seeds) >= 5 and str(search.seed) not in seeds  # the search seed is never a reported seed
     assert seeds == str(params["default"]["seed"]).split(",")  # tuned and default pair seed by seed
+
+
+def test_a_choice_of_the_default_lr_is_trained_once_and_labelled_twice(tmp_path: Path, monkeypatch) -> None:
+    """Factor 1 chosen: the report stage and the default stage ask for one configuration at one seed (one run
+    id). Whichever comes second writes a relabelled copy of the other's file rather than training it again."""
+    from peftbench import sweeps
+    from peftbench.results import read_result, write_result
+
+    monkeypatch.setattr(sweeps, "is_multirun", lambda: True)
+    base = ["method=lora", "study=tuned-test"]
+    searched = compose_config([*base, "seed=0", "optimizer.lr_factor=1.0"], tmp_path)
+    trial = run_result("lora", 0, 0.7, val=0.9, variant="trial", study="tuned-test")
+    trial.run_id = "trial1"
+    trial.config = OmegaConf.to_container(searched, resolve=True)
+    trial.search = {"sweeper": "grid", "keys": ["optimizer.lr_factor"]}
+    trial.selection = {"monitor": "val/accuracy", "mode": "max"}
+    write_result(trial, tmp_path / "results")
+
+    report = compose_config(
+        [*base, "seed=3", "optimizer.lr_factor=${peftbench.chosen:optimizer.lr_factor}"], tmp_path
+    )
+    default = compose_config([*base, "seed=3"], tmp_path)
+    run_id = compute_run_id(report)
+    assert run_id == compute_run_id(default)  # the same point
+    assert sweeps.finished_point(report, run_id) is None and sweeps.finished_point(default, run_id) is None
+
+    finished = run_result("lora", 3, 0.8, variant="default", study="tuned-test")
+    finished.run_id, finished.config = run_id, OmegaConf.to_container(default, resolve=True)
+    write_result(finished, tmp_path / "results")
+    tuned = sweeps.finished_point(report, run_id)
+    assert tuned.variant == "tuned" and tuned.search["chosen"] == {"optimizer.lr_factor": 1.0}
+    assert tuned.search["chosen_run_id"] == "trial1" and tuned.test == finished.test
+    assert read_result(tuned.provenance["result_path"]).variant == "tuned"
+    assert sweeps.finished_point(default, run_id).variant == "default"  # the default file itself
+
+    # The other order: only the tuned file exists; the default stage labels a copy.
+    (tmp_path / "results" / finished.filename).unlink()
+    again = sweeps.finished_point(default, run_id)
+    assert again.variant == "default" and again.search is None and again.test == finished.test
