@@ -1177,13 +1177,19 @@ def section_footnotes(rows: Sequence[Row], alpha: float = ALPHA) -> list[str]:
             "(initialisation, dropout, data order), so it is too narrow; run more seeds."
         )
     differences = Counter(r.difference.method for r in rows if r.difference)
+    tested = sum(1 for r in rows if r.difference and not math.isnan(r.p))  # what Holm adjusts over
     reference = next((r for r in rows if r.group in ("best", "reference")), None)
     if reference is not None:
         tests = "; ".join(f"{m} ({c} row{'s' if c > 1 else ''})" for m, c in sorted(differences.items()))
+        untested = (
+            " untested: no test was possible (no group is claimed)."
+            if tested < sum(differences.values())
+            else ""
+        )
         lines.append(
             f"diff = row − {reference.label} (the {reference.group} row); test: {tests or 'none'}; p Holm-adjusted over "
-            f"{sum(differences.values())} comparison(s); tied: p >= {alpha:g} (not shown different, which is not "
-            "shown equal)."
+            f"{tested} comparison(s); tied: p >= {alpha:g} (not shown different, which is not "
+            f"shown equal).{untested}"
         )
     if any(r.memory()["kind"] != "mixed" and r.memory()["increment"] is None for r in rows):
         lines.append(

@@ -530,11 +530,14 @@ def tie_group(
     difference: Interval | None, p_adjusted: float, alpha: float, metric: str, reference: str = "best"
 ) -> str:
     """A row's group against the reference row: ``reference`` (the reference itself, difference None),
-    ``tied`` (Holm-adjusted p >= alpha, or no test possible), else ``better``/``worse`` by the sign of the
-    difference in the metric's direction."""
+    ``untested`` (no test possible: e.g. one seed against results without per-example predictions), ``tied``
+    (Holm-adjusted p >= alpha), else ``better``/``worse`` by the sign of the difference in the metric's
+    direction."""
     if difference is None:
         return reference
-    if math.isnan(p_adjusted) or p_adjusted >= alpha:
+    if math.isnan(p_adjusted):
+        return "untested"
+    if p_adjusted >= alpha:
         return "tied"
     better = difference.estimate > 0 if higher_is_better(metric) else difference.estimate < 0
     return "better" if better else "worse"
