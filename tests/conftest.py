@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -74,3 +75,17 @@ def run_result(
             **fields,
         }
     )
+
+
+@pytest.fixture
+def no_network(monkeypatch) -> list:
+    """Every attempt to open a connection, recorded (and refused)."""
+    attempts: list = []
+
+    def refuse(self, address, *args, **kwargs):
+        attempts.append(address)
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    return attempts

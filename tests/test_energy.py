@@ -3,7 +3,6 @@ network; without codecarbon, or switched off, the figures are absent and everyth
 
 from __future__ import annotations
 
-import socket
 import sys
 from pathlib import Path
 
@@ -17,20 +16,6 @@ from peftbench.train import run
 
 FAST = ("method=lora", "debug=fast_dev_run", "inference.enabled=false")
 ENERGY_KEYS = ("train_energy_kwh", "train_co2_kg", "energy_source")
-
-
-@pytest.fixture
-def no_network(monkeypatch) -> list:
-    """Every attempt to open a connection, recorded (and refused)."""
-    attempts: list = []
-
-    def refuse(self, address, *args, **kwargs):
-        attempts.append(address)
-        raise OSError("network disabled in this test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    return attempts
 
 
 def test_a_run_records_positive_energy_and_co2_quietly_without_files_or_network(

@@ -6,7 +6,6 @@ filter and group by any knob in TensorBoard, the CSV folder and W&B alike.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -62,20 +61,6 @@ def test_a_fast_dev_run_writes_no_logger_files(make_cfg) -> None:
     cfg = make_cfg("method=lora", "debug=fast_dev_run", "inference.enabled=false", "logger=csv")
     assert run(cfg).status == "ok"
     assert not Path(cfg.paths.output_dir, "csv", "hparams.yaml").exists()
-
-
-@pytest.fixture
-def no_network(monkeypatch) -> list:
-    """Every attempt to open a connection, recorded (and refused)."""
-    attempts: list = []
-
-    def refuse(self, address, *args, **kwargs):
-        attempts.append(address)
-        raise OSError("network disabled in this test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    return attempts
 
 
 def test_an_offline_wandb_run_has_the_resolved_config(make_cfg, monkeypatch, tmp_path: Path) -> None:
