@@ -23,6 +23,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on servers
 import matplotlib.pyplot as plt  # noqa: E402
 from adjustText import adjust_text  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from peftbench import stats  # noqa: E402
 
@@ -286,7 +287,7 @@ def searched_x(trial: Any, keys: Sequence[str]) -> tuple[float | None, str]:
 
     if list(keys) == [LR_FACTOR]:
         lr, factor = number("optimizer.lr"), number(LR_FACTOR)
-        name = "effective learning rate (optimizer.lr × optimizer.lr_factor)"
+        name = "effective lr (lr × lr_factor)"  # short: a panel's own label when panels search different keys
         return (lr * factor if lr is not None and factor is not None else None), name
     if len(keys) == 1:
         return number(keys[0]), keys[0]
@@ -356,6 +357,9 @@ def sensitivity_plot(searches: Sequence[Any], out_dir: Path, prefix: str | None 
             axis.plot(diverged, [0.0] * len(diverged), ls="none", marker="x", color="tab:red", ms=5,
                       transform=axis.get_xaxis_transform(), clip_on=False, gid="diverged", zorder=4)  # fmt: skip
         axis.set_xscale("log")
+        # Within less than a decade matplotlib labels the minor ticks too (3×10⁻², 4×10⁻², ...), full size and
+        # on top of each other: only the decades are labelled.
+        axis.xaxis.set_minor_formatter(NullFormatter())
         name = (
             search.method if methods.count(search.method) == 1 else f"{search.method} #{search.identity[:6]}"
         )
