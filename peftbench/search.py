@@ -187,8 +187,11 @@ def resolve_choices(cfg: DictConfig) -> None:
         try:
             OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
         except InterpolationResolutionError as error:
-            if isinstance(error.__cause__, ConfigError):
-                raise error.__cause__ from None
+            cause: BaseException | None = error  # OmegaConf wraps the resolver's error twice, as context
+            for _ in range(10):
+                cause = cause.__cause__ or cause.__context__ if cause is not None else None
+                if isinstance(cause, ConfigError):
+                    raise cause from None
             raise
 
 

@@ -228,3 +228,17 @@ def test_a_choice_of_the_default_lr_is_trained_once_and_labelled_twice(tmp_path:
     (tmp_path / "results" / finished.filename).unlink()
     again = sweeps.finished_point(default, run_id)
     assert again.variant == "default" and again.search is None and again.test == finished.test
+
+
+def test_a_report_before_its_search_is_a_config_error_not_a_failed_run(tmp_path: Path) -> None:
+    """The sweep's line for the job says `config error` and names the missing search; no result is written."""
+    done = _train(
+        ["method=lora", "seed=1", "optimizer.lr_factor=${peftbench.chosen:optimizer.lr_factor}",
+         f"hydra.sweep.dir={tmp_path}/report"],
+        tmp_path,
+        returncode=1,
+    )  # fmt: skip
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("peftbench-train: job #")]
+    assert ": config error: " in line and "run the search stage first" in line, line
+    assert "InterpolationResolutionError" not in line
+    assert not list((tmp_path / "results").glob("*.json"))
