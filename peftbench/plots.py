@@ -44,6 +44,17 @@ LABEL_ITERATIONS = 500
 MEM_SOURCES = {"cpu_rss": "CPU RSS", "cuda_allocated": "CUDA allocated", "cuda_reserved": "CUDA reserved"}
 
 
+def save_figure(figure: Any, stem: Path) -> list[Path]:
+    """``stem``.png and .svg, byte-identical on a re-run (no date or software stamp), then the figure closed."""
+    written = []
+    for suffix in (".png", ".svg"):
+        path = stem.with_name(stem.name + suffix)
+        figure.savefig(path, dpi=DPI, metadata={"Date": None} if suffix == ".svg" else {"Software": None})
+        written.append(path)
+    plt.close(figure)
+    return written
+
+
 def pareto_front(points: Sequence[tuple[float, float]], higher_x_better: bool) -> list[int]:
     """Indices of the points no other point beats on both axes (y: higher is better)."""
     on_front = stats.pareto_front(
@@ -178,11 +189,7 @@ def pareto_plots(rows: Sequence[Any], out_dir: Path, prefix: str | None = None) 
         legend = axis.legend(fontsize=7, loc="lower right") if ranked else None
         figure.tight_layout()
         place_labels(axis, labels, [(x, row.interval.estimate) for row, x in data], legend)
-        for suffix in (".png", ".svg"):
-            path = out_dir / f"pareto_{prefix}_{stem}{suffix}"
-            figure.savefig(path, dpi=DPI, metadata={"Date": None} if suffix == ".svg" else {"Software": None})
-            written.append(path)
-        plt.close(figure)
+        written += save_figure(figure, out_dir / f"pareto_{prefix}_{stem}")
     return written
 
 
@@ -235,13 +242,7 @@ def memory_plot(rows: Sequence[Any], out_dir: Path, prefix: str | None = None) -
     axis.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
     axis.grid(axis="x", alpha=0.3)
     figure.tight_layout()
-    written = []
-    for suffix in (".png", ".svg"):
-        path = out_dir / f"memory_{prefix}{suffix}"
-        figure.savefig(path, dpi=DPI, metadata={"Date": None} if suffix == ".svg" else {"Software": None})
-        written.append(path)
-    plt.close(figure)
-    return written
+    return save_figure(figure, out_dir / f"memory_{prefix}")
 
 
 # --- learning-rate sensitivity of grid searches ---------------------------------------------------------------
@@ -406,10 +407,4 @@ def sensitivity_plot(searches: Sequence[Any], out_dir: Path, prefix: str | None 
         title=textwrap.fill(title, width=int(width * 15)), title_fontsize=7.5,
     )  # fmt: skip
     legend.get_title().set_multialignment("center")
-    written = []
-    for suffix in (".png", ".svg"):
-        path = out_dir / f"sensitivity_{prefix}{suffix}"
-        figure.savefig(path, dpi=DPI, metadata={"Date": None} if suffix == ".svg" else {"Software": None})
-        written.append(path)
-    plt.close(figure)
-    return written
+    return save_figure(figure, out_dir / f"sensitivity_{prefix}")
