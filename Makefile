@@ -5,7 +5,7 @@ PIP := $(PYTHON) -m pip
 # An unpinned torch would pull the multi-GB CUDA build on Linux. Skipped when any torch is already installed.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install install-torch install-browser assets demo train test test-slow lint bench clean reproduce-cpu
+.PHONY: install install-torch install-browser assets demo train test test-slow lint bench clean reproduce-cpu pages
 
 install-torch:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
@@ -61,3 +61,11 @@ clean:
 # The CPU-scale paper reproduction (MiniLM on the offline corpora, ~35 min on 2 cores), then its report.
 reproduce-cpu: assets
 	peftbench-reproduce cpu_minilm_mr/claims
+
+# The committed studies' interactive pages (results/*/leaderboard.html): self-contained, so each inlines plotly's
+# JavaScript (~4.9 MB); built from the committed runs here rather than committed. The tables beside them
+# regenerate byte-identical. Each command is the one its study README gives.
+pages: install
+	peftbench-leaderboard results/compare_all_methods/runs --reference full --out results/compare_all_methods
+	peftbench-leaderboard results/compare_all_methods_tuned/runs --out results/compare_all_methods_tuned
+	peftbench-leaderboard results/cpu_minilm_mr/runs --out results/cpu_minilm_mr
