@@ -159,12 +159,6 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
-def _dig(node: Any, dotted: str) -> Any:
-    for key in dotted.split("."):
-        node = node.get(key) if isinstance(node, dict) else None
-    return node
-
-
 def row_fingerprint(result: RunResult) -> str:
     """What a row pools: ``config_fingerprint`` for default runs and trials. A ``tuned`` result's config is the
     point its search chose, which differs per seed; its row is the search instead: the config with the searched
@@ -179,7 +173,7 @@ def row_fingerprint(result: RunResult) -> str:
         chosen = flat.get(key)
         for dotted, value in flat.items():
             if dotted == key or (dotted.split(".")[-1] == key.split(".")[-1] and value == chosen):
-                parent = _dig(config, dotted.rsplit(".", 1)[0]) if "." in dotted else config
+                parent = lookup(config, dotted.rsplit(".", 1)[0]) if "." in dotted else config
                 if isinstance(parent, dict):
                     parent[dotted.split(".")[-1]] = "<searched>"
     identity = {
@@ -443,7 +437,7 @@ def _default_differences(result: RunResult) -> dict[str, Any]:
     }
     # The method's recommended lr: method.meta.lr (method.lr in result files written before the meta block).
     lr_key = "method.meta.lr" if "method.meta.lr" in defaults else "method.lr"
-    lr, default_lr = _dig(config, "optimizer.lr"), defaults.get(lr_key)
+    lr, default_lr = lookup(config, "optimizer.lr"), defaults.get(lr_key)
     if lr is not None and default_lr is not None and not _same(lr, default_lr):
         out["optimizer.lr"] = lr
         for key in (
@@ -459,7 +453,7 @@ def _identity_keys(result: RunResult) -> dict[str, Any]:
     """A run's configuration as flattened keys (paths and seed masked), plus device kind and precision."""
     flat = _flatten(fingerprint_config(result.config or {}))
     flat["device"] = device_kind(result)
-    flat["precision"] = result.precision or _dig(result.config or {}, "trainer.precision")
+    flat["precision"] = result.precision or lookup(result.config or {}, "trainer.precision")
     flat["data_order"] = DATA_ORDER_SEEDED if result.schema_version >= 3 else DATA_ORDER_GLOBAL_RNG
     return flat
 

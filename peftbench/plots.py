@@ -26,6 +26,7 @@ from adjustText import adjust_text  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from peftbench import stats  # noqa: E402
+from peftbench.search import lookup  # noqa: E402
 
 # SVG element ids come from a hash salted with a random value by default: a fixed salt keeps regenerated
 # files byte-identical (and the date is left out of the metadata below).
@@ -281,9 +282,7 @@ def searched_x(trial: Any, keys: Sequence[str]) -> tuple[float | None, str]:
     for a search over one other numeric key, that key's value. None when the trial has no such number."""
 
     def number(dotted: str) -> float | None:
-        node: Any = trial.config or {}
-        for part in dotted.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
+        node = lookup(trial.config or {}, dotted)
         return float(node) if isinstance(node, int | float) and not isinstance(node, bool) else None
 
     if list(keys) == [LR_FACTOR]:

@@ -453,7 +453,7 @@ def load_json(path: str | Path) -> Any:
 
 
 def scan_results(
-    results_dir: str | Path, foreign: bool = False
+    results_dir: str | Path, foreign: bool = False, pattern: str = "*.json"
 ) -> tuple[list[tuple[Path, RunResult]], list[tuple[Path, str]]]:
     """Every readable result under a folder with its path, and (path, reason) for each file skipped.
 
@@ -461,12 +461,13 @@ def scan_results(
     call it, so a corrupt file is skipped (and reported, ``skip_lines``) the same way everywhere. ``foreign``
     also reads other benchmarks' result files that ``peftbench.interop`` maps (HF peft's method comparison),
     marked with their source: the leaderboard sets them beside ours; nothing that resumes or trains sees them.
+    ``pattern`` narrows the files read by name (a search's trials are ``*__trial.json``).
     """
     read = read_result
     if foreign:
         from peftbench.interop import read_any as read  # imported here: interop builds on this module
     loaded, skipped = [], []
-    for path in sorted(Path(results_dir).rglob("*.json")):
+    for path in sorted(Path(results_dir).rglob(pattern)):
         if path.name.startswith(".tmp-"):
             continue
         try:

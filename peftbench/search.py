@@ -16,6 +16,7 @@ construction and makes the study resumable point by point, which is why this is 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -27,7 +28,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from peftbench.errors import ConfigError
-from peftbench.results import RunResult, fingerprint_config, load_results, seed_interpolations
+from peftbench.results import RunResult, fingerprint_config, scan_results, seed_interpolations
 
 CHOSEN_RESOLVER = "peftbench.chosen"
 
@@ -97,6 +98,7 @@ def best_trial(trials: Sequence[RunResult]) -> RunResult | None:
 
 
 def lookup(config: dict[str, Any], dotted: str) -> Any:
+    """``config["a"]["b"]`` for ``"a.b"``; None where the path stops (result configs are plain nested dicts)."""
     node: Any = config
     for key in dotted.split("."):
         node = node.get(key) if isinstance(node, dict) else None
@@ -111,6 +113,32 @@ def grid_searches(results: Iterable[RunResult]) -> dict[tuple[Any, ...], list[Ru
         if key is not None:
             groups[key].append(result)
     return dict(groups)
+
+
+# Trial files by name (RunResult.filename gives every non-default variant its suffix).
+TRIAL_FILES = "*__trial.json"
+
+
+def _searches_in(results_dir: Path) -> dict[tuple[Any, ...], list[RunResult]]:
+    """The grid searches recorded under a results folder. A report job asks several times (resolving its config,
+    its run id, its result's record) and a study folder holds hundreds of files with per-example predictions:
+    only trial files are read, and they are read again only when one of them changed."""
+    if not results_dir.is_dir():
+        return {}
+    files = tuple(
+        (str(path), stat.st_mtime_ns, stat.st_size)
+        for path in sorted(results_dir.rglob(TRIAL_FILES))
+        for stat in [path.stat()]
+    )
+    return _searches_of(str(results_dir), files)
+
+
+@functools.lru_cache(maxsize=8)
+def _searches_of(
+    results_dir: str, files: tuple[tuple[str, int, int], ...]
+) -> dict[tuple[Any, ...], list[RunResult]]:
+    loaded, _ = scan_results(results_dir, pattern=TRIAL_FILES)  # files: the cache key, stat by stat
+    return grid_searches(result for _, result in loaded)
 
 
 def _current_identity(
@@ -137,10 +165,9 @@ def chosen_trial(root: DictConfig, key: str) -> tuple[RunResult, list[RunResult]
     study, method = root.get("study"), str(root.method.name)
     task, model = str(root.task.name), str(root.model.name)
     seed = int(OmegaConf.select(root, "sweep.search_seed", default=0))
-    loaded, _ = load_results(results_dir) if results_dir.is_dir() else ([], [])
     candidates = {
         group: trials
-        for group, trials in grid_searches(loaded).items()
+        for group, trials in _searches_in(results_dir).items()
         if group[:5] == (study, task, model, method, seed) and key in group[5]
     }
     where = f"study {study}, {task}/{model}/{method}, search seed {seed}, in {results_dir}"

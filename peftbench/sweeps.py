@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import signal
 import threading
@@ -22,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from peftbench.errors import ConfigError, Interrupted
 from peftbench.results import RunResult, compute_run_id, find_ok_result, provenance, utc_now, write_result
+from peftbench.search import validation_score
 
 # Hydra sweepers that propose points of a hyperparameter search: their jobs are `trial`s.
 SEARCH_SWEEPERS = ("optuna", "nevergrad", "ax")
@@ -349,12 +349,6 @@ def stop_on_signals() -> Iterator[None]:
 
 
 # --- tuned selection ------------------------------------------------------------------------------------
-def _validation_score(result: RunResult) -> float | None:
-    monitor = result.selection.get("monitor") or result.config.get("task", {}).get("monitor")
-    value = result.val_best.get(monitor) if monitor else None
-    return None if value is None or math.isnan(value) else value
-
-
 def select_tuned(results: Iterable[RunResult]) -> list[RunResult]:
     """For each search (sweep x task x model x method x seed), the trial with the best *validation* score.
 
@@ -370,7 +364,7 @@ def select_tuned(results: Iterable[RunResult]) -> list[RunResult]:
             searches[key].append(result)
     chosen = []
     for trials in searches.values():
-        scored = [(t, _validation_score(t)) for t in trials if t.status == "ok"]
+        scored = [(t, validation_score(t)) for t in trials if t.status == "ok"]
         scored = [(t, s) for t, s in scored if s is not None]
         if not scored:
             continue
