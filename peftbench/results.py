@@ -608,7 +608,9 @@ def _drop_neutral_defaults(data: dict[str, Any]) -> None:
         if parent is not None:
             del parent[path[-1]]
     for path, canonical in RUN_ID_PRESENTATION.items():
-        parent = data.get(path[0]) if len(path) == 2 else None
+        parent: Any = data
+        for key in path[:-1]:  # the parent must exist; the key itself may be absent (a bar deleted with ~)
+            parent = parent.get(key) if isinstance(parent, dict) else None
         if not isinstance(parent, dict):
             continue
         if canonical is None:
