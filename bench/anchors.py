@@ -11,7 +11,8 @@ batch 16, AdamW lr 5e-4 weight decay 0.01, linear schedule with 6 % warm-up, gra
   forward, backward, clip, step, schedule.
 - ``hand-bf16``: the same under ``torch.autocast("cpu", torch.bfloat16)``.
 - ``hf-trainer``: ``transformers.Trainer`` with the same model, data and hyperparameters (``bf16=True``).
-- ``peftbench``: ``peftbench-train`` with its defaults (length-grouped batches, bf16 where the CPU runs it).
+- ``peftbench``: ``peftbench-train`` with its defaults (length-grouped batches, bf16 where the CPU runs it),
+  inference timing included: its wall time is split into its parts in a second table (the fixed cost).
 - ``--variant LABEL=OVERRIDE[;OVERRIDE...]`` (repeatable): peftbench with those overrides as one more runner,
   for candidates measured beside the default rather than assumed (bf16 frozen weights, optimizer options).
 
@@ -197,7 +198,14 @@ def hf_trainer(steps: int) -> dict[str, float]:
     }
 
 
+# The wall-time parts a result records (efficiency.time_*_s), in the order a run pays them.
+WALL_PARTS = ("setup", "data", "steps", "validation", "test", "inference")
+
+
 def peftbench_run(steps: int, overrides: list[str] = ()) -> dict[str, float]:
+    """The default run as a user starts it (inference timing included), in a fresh process: its speed, its
+    accuracy, and where its wall time went (the interpreter and imports are what the process took beyond the
+    run's own ``budget.wall_time_s``)."""
     with tempfile.TemporaryDirectory() as out:
         command = [
             sys.executable,
@@ -206,22 +214,68 @@ def peftbench_run(steps: int, overrides: list[str] = ()) -> dict[str, float]:
             *overrides,
             f"task.max_steps={steps}",
             "logger=none",
-            "inference.enabled=false",
             "sweep.resume=false",
             f"paths.results_dir={out}/results",
             f"hydra.run.dir={out}/run",
         ]
+        start = time.perf_counter()
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        process_s = time.perf_counter() - start
         if done.returncode != 0:
             raise RuntimeError(f"peftbench-train failed:\n{done.stderr[-3000:]}")
         (path,) = Path(out, "results").glob("*.json")
         result = json.loads(path.read_text())
-    step_s = float(result["efficiency"]["train_step_time_ms"]) / 1000 * int(result["budget"]["steps"])
-    return {
-        "samples_per_s": float(result["efficiency"]["train_samples_per_s"]),
+    efficiency = result["efficiency"]
+    step_s = float(efficiency["train_step_time_ms"]) / 1000 * int(result["budget"]["steps"])
+    record = {
+        "samples_per_s": float(efficiency["train_samples_per_s"]),
         "accuracy": float(result["test_last"]["test/accuracy"]),
         "gflop_per_s": float(result["budget"]["train_flops_est"]) / step_s / 1e9,  # its own FLOP estimate
+        "run_wall_s": float(result["budget"]["wall_time_s"]),
+        "process_wall_s": process_s,
     }
+    record.update({f"{part}_s": float(efficiency.get(f"time_{part}_s", 0.0)) for part in WALL_PARTS})
+    return record
+
+
+def wall_table(records: list[dict[str, Any]], name: str) -> list[str]:
+    """Where one peftbench runner's wall time went (medians over rounds), each part as a share of its training
+    steps: the fixed cost a study pays per run on top of the steps it asked for."""
+    mine = [r for r in records if r["runner"] == name and "run_wall_s" in r]
+    if not mine:
+        return []
+
+    def median(key: str) -> float:
+        return statistics.median(r[key] for r in mine)
+
+    steps = median("steps_s")
+    parts = {part: median(f"{part}_s") for part in WALL_PARTS}
+    run_wall, process_wall = median("run_wall_s"), median("process_wall_s")
+    rest = run_wall - sum(parts.values())
+    rows = [
+        ("loading and transforming the model, building the trainer", parts["setup"]),
+        ("reading, carving and tokenising the data", parts["data"]),
+        ("training steps", steps),
+        ("validation passes (and their checkpoint writes)", parts["validation"]),
+        ("test passes (the best and the last weights)", parts["test"]),
+        ("inference timing (unmerged and merged)", parts["inference"]),
+        ("the rest of the run (loop, callbacks, result file)", rest),
+        ("interpreter and imports (outside the run)", process_wall - run_wall),
+    ]
+    lines = [
+        "",
+        f"Where {name}'s wall time goes (medians of {len(mine)}; shares of its training steps):",
+        "",
+        "| part | seconds | × steps |",
+        "|---|---|---|",
+        *(f"| {label} | {seconds:.1f} | {seconds / steps:.3f} |" for label, seconds in rows),
+        f"| **the run (budget.wall_time_s)** | {run_wall:.1f} | **{run_wall / steps:.2f}** |",
+        f"| the process | {process_wall:.1f} | {process_wall / steps:.2f} |",
+        "",
+        f"Beside the evaluation the result reports (validation, test, inference timing), the run spends "
+        f"{(run_wall - parts['validation'] - parts['test'] - parts['inference']) / steps:.2f}× its steps.",
+    ]
+    return lines
 
 
 def matmul_rates() -> dict[str, float]:
@@ -345,6 +399,7 @@ def table(records: list[dict[str, Any]], names: list[str], steps: int, rates: di
                 f"peftbench's step, by its own FLOP estimate (budget.train_flops_est): "
                 f"{statistics.median(achieved):.0f} GFLOP/s, {share:.0%} of the bf16 rate."
             )
+    lines += wall_table(records, "peftbench")
     return "\n".join(lines)
 
 

@@ -93,7 +93,12 @@ def run(cfg: DictConfig) -> RunResult:
     result = _new_result(cfg, run_id, started_at)
     record, failed = True, False
     try:
+        assembling = time.perf_counter()
         prepared = assemble.assemble(cfg, run_parts, init_source)
+        data_seconds = prepared.datamodule.setup_seconds
+        result.efficiency["time_data_s"] = data_seconds
+        # Loading and transforming the model (data-driven inits' scoring passes too), and building the trainer.
+        result.efficiency["time_setup_s"] = time.perf_counter() - assembling - data_seconds
         result.config = OmegaConf.to_container(cfg, resolve=True)  # with any derived epoch budget
         _fit_and_test(cfg, prepared, result)
         result.status = "ok"
@@ -205,6 +210,7 @@ def _fit_and_test(cfg: DictConfig, prepared: PreparedRun, result: RunResult) -> 
             callback.report(result)
     result.budget.update(max_steps=int(task.max_steps), batch_size=int(task.batch_size))
     best_path = result.selection["best_checkpoint"]
+    testing = time.perf_counter()
     if cfg.run_test:
         result.test_last = _test(trainer, module, datamodule)
         # The best checkpoint is the last weights when the best validation was the last step's: one test pass.
@@ -215,8 +221,9 @@ def _fit_and_test(cfg: DictConfig, prepared: PreparedRun, result: RunResult) -> 
             result.test = dict(result.test_last)
         # The chosen checkpoint's predictions: the test pass that ran last.
         result.predictions = _complete_predictions(module.test_predictions, datamodule.split_sizes())
-
     figures = result.efficiency
+    figures["time_test_s"] = time.perf_counter() - testing  # one pass, or two when the best is not the last
+
     figures["peak_mem_load_rss_mb"] = prepared.load_figures["peak_rss_mb"]
     if prepared.load_figures.get("peak_cuda_allocated_mb") is not None:
         figures["peak_mem_load_cuda_allocated_mb"] = prepared.load_figures["peak_cuda_allocated_mb"]
@@ -233,9 +240,11 @@ def _fit_and_test(cfg: DictConfig, prepared: PreparedRun, result: RunResult) -> 
     # Last: merging for the inference figures may consume the trained model (weights are saved above).
     inference_cfg = cfg.get("inference") or {}
     if inference_cfg.get("enabled", True):
+        timing = time.perf_counter()
         figures.update(
             measure_inference(module, datamodule, trainer, method, inference_cfg.get("max_batches", 20))
         )
+        figures["time_inference_s"] = time.perf_counter() - timing
     result.provenance["model"] = model_fingerprint(prepared.model_cfg)
 
 

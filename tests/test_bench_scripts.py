@@ -28,3 +28,26 @@ def test_step_profile_classes_ops_by_exact_aten_names() -> None:
     assert op_class("aten::linalg_vector_norm").startswith("optimizer")  # the clipping norm
     assert op_class("Optimizer.step#AdamW.step").startswith("optimizer")
     assert op_class("enumerate(DataLoader)#_SingleProcessDataLoaderIter.__next__").startswith("data")
+
+
+def test_anchors_wall_table_prices_each_part_against_the_steps() -> None:
+    anchors = _load("anchors")
+    record = {
+        "runner": "peftbench",
+        **{f"{part}_s": 0.0 for part in anchors.WALL_PARTS},
+        "steps_s": 100.0,
+        "validation_s": 10.0,
+        "test_s": 5.0,
+        "inference_s": 8.0,
+        "setup_s": 1.0,
+        "run_wall_s": 127.0,
+        "process_wall_s": 140.0,
+    }
+    lines = anchors.wall_table([record, {"runner": "hand-fp32"}], "peftbench")
+    text = "\n".join(lines)
+    assert "| validation passes (and their checkpoint writes) | 10.0 | 0.100 |" in text
+    assert "| the rest of the run (loop, callbacks, result file) | 3.0 | 0.030 |" in text  # 127 - 124
+    assert "| interpreter and imports (outside the run) | 13.0 | 0.130 |" in text
+    assert "**1.27**" in text and "| the process | 140.0 | 1.40 |" in text
+    assert "the run spends 1.04× its steps" in text  # (127 - 10 - 5 - 8) / 100
+    assert anchors.wall_table([{"runner": "hand-fp32"}], "peftbench") == []  # nothing to split

@@ -196,3 +196,45 @@ def test_the_best_checkpoint_at_the_last_step_is_tested_once(make_cfg, monkeypat
     assert result.selection["best_step"] == result.selection["global_steps"] == 4
     assert result.selection["chosen"] == "best" and result.selection["best_checkpoint"]
     assert calls == [None] and result.test == result.test_last
+
+
+def test_a_run_says_where_its_wall_time_went(make_cfg, monkeypatch) -> None:
+    """The wall-time parts (load and transform, data, steps, validation, test, inference) are each attributed
+    to their own phase and never add up to more than the whole: what bench/anchors.py reads to price a run's
+    fixed cost against its training steps."""
+    import time as clock
+
+    from peftbench import train
+
+    real_test, real_assemble = train._test, train.assemble.assemble
+
+    def slow_test(*args, **kwargs):
+        clock.sleep(0.3)
+        return real_test(*args, **kwargs)
+
+    def slow_assemble(*args, **kwargs):
+        clock.sleep(0.2)
+        return real_assemble(*args, **kwargs)
+
+    monkeypatch.setattr(train, "_test", slow_test)
+    monkeypatch.setattr(train.assemble, "assemble", slow_assemble)
+    result = run(make_cfg("method=lora", "task.max_steps=8", "task.val_every_n_steps=4"))
+    eff = result.efficiency
+    parts = (
+        "time_setup_s",
+        "time_data_s",
+        "time_steps_s",
+        "time_validation_s",
+        "time_test_s",
+        "time_inference_s",
+    )
+    assert all(eff[key] >= 0 for key in parts), {key: eff.get(key) for key in parts}
+    assert sum(eff[key] for key in parts) <= result.budget["wall_time_s"]
+    # Each sleep lands in its own phase (lower bounds: a sleep never takes less than asked); counted once, or
+    # the parts would exceed the wall time above.
+    assert eff["time_test_s"] >= 0.3 and eff["time_setup_s"] >= 0.2
+    assert eff["time_validation_s"] > 0  # the sanity check and the validations at steps 4 and 8
+    assert eff["time_inference_s"] > 0  # inference timing is on by default
+
+    no_inference = run(make_cfg("method=lora", "task.max_steps=8", "inference.enabled=false", "seed=3"))
+    assert "time_inference_s" not in no_inference.efficiency  # not run: not a zero-second measurement

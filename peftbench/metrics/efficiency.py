@@ -45,6 +45,10 @@ class EfficiencyMonitor(L.Callback):
         self._timed_tokens: torch.Tensor | int = 0
         self._fit_start = 0.0
         self._paused = False  # set by a validation: the next step's clock starts at its own batch start
+        self._validation_seconds = 0.0  # validations inside fit, with the checkpoint writes that follow them
+        self._validation_start: float | None = (
+            None  # open validation window (closed by the next step or fit end)
+        )
         # The memory breakdown's tensor parts: sizes, measured once (gradients, optimizer state) or on the
         # largest padded batch so far (saved activations).
         self._weights: dict[str, int] = {}
@@ -74,9 +78,15 @@ class EfficiencyMonitor(L.Callback):
         self._baseline = memory.current_mb()
         self._fit_start = time.perf_counter()
 
+    def _close_validation(self) -> None:
+        if self._validation_start is not None:
+            self._validation_seconds += time.perf_counter() - self._validation_start
+            self._validation_start = None
+
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        self._close_validation()
         if self._paused:  # after a validation and its checkpoint write: neither is training time
             self._last = device_clock(trainer)
             self._paused = False
@@ -131,8 +141,11 @@ class EfficiencyMonitor(L.Callback):
         # last), must not count as training time. The next training batch restarts it.
         if trainer.state.fn == "fit" and self._last is not None:
             self._paused = True
+        if trainer.state.fn == "fit":  # the sanity check too: a run pays it
+            self._validation_start = device_clock(trainer)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._close_validation()  # the last validation (and its checkpoint write) ends the fit
         seconds = self._timed_seconds
         tokens = (
             int(self._timed_tokens.item())
@@ -151,6 +164,12 @@ class EfficiencyMonitor(L.Callback):
                 "train_step_time_ms": 1000 * seconds / self._timed_steps
                 if self._timed_steps
                 else float("nan"),
+                # Where the wall time went (with time_setup_s, time_data_s, time_test_s, time_inference_s from
+                # the run): every step at the timed steps' mean, and the validations with their checkpoint writes.
+                "time_steps_s": seconds / self._timed_steps * trainer.global_step
+                if self._timed_steps
+                else float("nan"),
+                "time_validation_s": self._validation_seconds,
                 # One figure per run, labelled with its source: CPU RSS and CUDA allocated never share a column.
                 "peak_mem_mb": peak,
                 "peak_mem_kind": kind,

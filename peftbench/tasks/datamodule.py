@@ -13,6 +13,7 @@ position in the split), so per-example predictions are stored in split order and
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import lightning as L
@@ -80,6 +81,7 @@ class TaskDataModule(L.LightningDataModule):
             seed  # the run's seed: the training data order (its own generator, see the module docstring)
         )
         self.datasets: DatasetDict | None = None
+        self.setup_seconds = 0.0  # what setup() took (read, carve, tokenise)
         # Each batch pads to its own longest sequence, not to max_length. The kind may train with another collator
         # than it evaluates with (generation: evaluation batches also carry the prompts to decode).
         self.train_collator, self.collator = task.kind.collators(tokenizer)
@@ -87,6 +89,7 @@ class TaskDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets is not None:  # Lightning calls setup for fit and again for test
             return
+        start = time.perf_counter()
         if self.task.num_labels is None:  # classes left to the data (assemble.parts records them for a run)
             self.task.kind.infer_labels(self.task)
         raw = load_source(self.task)
@@ -94,6 +97,7 @@ class TaskDataModule(L.LightningDataModule):
         with quiet.hidden_datasets_bars(rows=sum(len(split) for split in raw.values())):
             splits = prepare_splits(self.task, raw)
             self.datasets = _index_eval_splits(self.task.kind.tokenize(self.task, splits, self.tokenizer))
+        self.setup_seconds = time.perf_counter() - start  # read, carve, tokenise: a run's time_data_s
 
     def split_sizes(self) -> dict[str, int]:
         assert self.datasets is not None, "call setup() first"
