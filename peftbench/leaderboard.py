@@ -211,6 +211,10 @@ class Row:
     flags: list[str] = field(default_factory=list)
     pareto: dict[str, float] = field(default_factory=dict)  # plot axis -> probability of being on the front
     search: SearchSummary | None = None  # the method's grid search in the results, when it has one
+    # A tuned row against its method's default row in the same table (tuning_gains): what the search bought.
+    gain: stats.Interval | None = None
+    gain_p: float = math.nan
+    gain_p_holm: float = math.nan
 
     def _values(self, key: str, source: str = "efficiency") -> list[float]:
         values = [_number(getattr(r, source).get(key)) for r in self.runs]
@@ -324,6 +328,21 @@ class Row:
             "seeds": " ".join(str(r.seed) for r in sorted(self.runs, key=lambda r: r.seed)),
             "run_ids": " ".join(r.run_id for r in sorted(self.runs, key=lambda r: r.seed)),
             **self.search_numbers(),
+            **self.gain_numbers(),
+        }
+
+    def gain_numbers(self) -> dict[str, Any]:
+        """The tuning gain's figures (CSV ``gain_*``); empty for a row without one, so tables without tuned and
+        default rows keep their fields."""
+        if self.gain is None:
+            return {}
+        return {
+            "gain": self.gain.estimate,
+            "gain_low": self.gain.low,
+            "gain_high": self.gain.high,
+            "gain_method": self.gain.method,
+            "gain_p": None if math.isnan(self.gain_p) else self.gain_p,
+            "gain_p_holm": None if math.isnan(self.gain_p_holm) else self.gain_p_holm,
         }
 
     def search_numbers(self) -> dict[str, Any]:
@@ -761,6 +780,16 @@ def chosen_values(row: Row) -> dict[str, list[Any]]:
 
 
 SEARCH_COLUMNS = ("chosen", "trials", "robust")
+GAIN_COLUMNS = ("tuned − default [95% CI]", "p gain (Holm)")
+
+
+def gain_cells(row: Row) -> dict[str, str]:
+    """The tuning gain's two columns: ``–`` on rows that are not a tuned row with a default partner."""
+    if row.gain is None:
+        return dict.fromkeys(GAIN_COLUMNS, "–")
+    return dict(
+        zip(GAIN_COLUMNS, (interval_text(row.gain, signed=True), _p_text(row.gain_p_holm)), strict=True)
+    )
 
 
 def search_cells(row: Row) -> dict[str, str]:
@@ -943,8 +972,35 @@ def analyse_section(
         row.p_holm = adjusted
         row.group = stats.tie_group(row.difference, adjusted, alpha, row.metric)
     chosen.group, chosen.reference = name, chosen.label
+    tuning_gains(rows, alpha, n_resamples, seed)
     ordered = [r for r in rows if r.ranked] + [r for r in rows if not r.ranked]
     return ordered, notes
+
+
+def tuning_gains(
+    rows: Sequence[Row], alpha: float = ALPHA, n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED
+) -> None:
+    """Each tuned row minus its method's default row in the same table, paired by seed and test example (both
+    stages run the same seeds on the same test set), Holm-adjusted over the methods tested: did the search
+    change the method's score, beyond the noise? A method with several default rows in the table (other
+    configurations) has no unambiguous partner and gets no gain. A row at chance still has one: tuning is what
+    may lift it."""
+    defaults: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        if row.variant == "default" and row.score_list():
+            defaults[row.method].append(row)
+    pairs = [
+        (row, defaults[row.method][0])
+        for row in rows
+        if row.variant == "tuned" and row.score_list() and len(defaults[row.method]) == 1
+    ]
+    resamples = max(n_resamples, math.ceil(10 * len(pairs) / alpha))  # Holm must be able to reach alpha
+    for tuned, default in pairs:
+        tuned.gain, tuned.gain_p = stats.paired_difference(
+            tuned.score_list(), default.score_list(), tuned.metric, "mean", CONFIDENCE, resamples, seed
+        )
+    for (tuned, _), adjusted in zip(pairs, stats.holm([t.gain_p for t, _ in pairs]), strict=True):
+        tuned.gain_p_holm = adjusted
 
 
 def pareto_probabilities(
@@ -1102,6 +1158,7 @@ def display_rows(rows: Sequence[Row], median: bool = False, context: bool = Fals
     task, model and budget columns (a table across sections, as at the end of a sweep)."""
     peak_header, increment_header, tag = _memory_columns(rows)
     searched = any(row.search is not None for row in rows)  # the search columns only where there are searches
+    gained = any(row.gain is not None for row in rows)  # the gain columns only beside tuned and default rows
     out = []
     for row in rows:
         numbers, memory = row.numbers(), row.memory()
@@ -1115,6 +1172,7 @@ def display_rows(rows: Sequence[Row], median: bool = False, context: bool = Fals
                 "p (Holm)": _p_text(row.p_holm),
                 "n": str(row.n),
                 **(search_cells(row) if searched else {}),
+                **(gain_cells(row) if gained else {}),
                 "trainable": _count(numbers["trainable_params"]),
                 "trainable %": _fmt(numbers["trainable_pct"], 3),
                 "samples/s": _fmt(numbers["samples_per_s"]),
@@ -1196,6 +1254,15 @@ def section_footnotes(rows: Sequence[Row], alpha: float = ALPHA) -> list[str]:
     searched = search_footnote(rows)
     if searched:
         lines.append(searched)
+    gains = Counter(r.gain.method for r in rows if r.gain is not None)
+    if gains:
+        tests = "; ".join(f"{m} ({c} row{'s' if c > 1 else ''})" for m, c in sorted(gains.items()))
+        tested = sum(1 for r in rows if r.gain is not None and not math.isnan(r.gain_p))
+        lines.append(
+            f"tuned − default: a tuned row minus its method's default row (same seeds, same test examples); "
+            f"test: {tests}; p Holm-adjusted over {tested} method(s). A gain whose interval holds 0 is not "
+            "shown: the search may not have changed the method's score."
+        )
     return lines
 
 
@@ -1231,10 +1298,15 @@ SEARCH_FIELDS = (
 )  # fmt: skip
 
 
+# The tuning gain's figures (Row.gain_numbers): written only when a row has one.
+GAIN_FIELDS = ("gain", "gain_low", "gain_high", "gain_method", "gain_p", "gain_p_holm")
+
+
 def to_csv(rows: Sequence[Row]) -> str:
     """Raw numbers, one line per row (full precision; the Markdown/LaTeX round them)."""
     buffer = io.StringIO()
     fields = CSV_FIELDS + (SEARCH_FIELDS if any(r.search is not None for r in rows) else ())
+    fields += GAIN_FIELDS if any(r.gain is not None for r in rows) else ()
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in rows:
