@@ -15,6 +15,7 @@ plot. ``--out DIR`` writes the tables, the plots and ``report.md``. docs/leaderb
 
 from __future__ import annotations
 
+import argparse
 import csv
 import functools
 import hashlib
@@ -22,10 +23,11 @@ import io
 import json
 import math
 import re
+import shlex
 import statistics
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1639,13 +1641,16 @@ def write_outputs(
 EXAMPLES = (
     "peftbench-leaderboard results/cpu_minilm_mr/runs  # the table, printed",
     "peftbench-leaderboard results/cpu_minilm_mr/runs --no-plots --out /tmp/board  # + md/csv/tex/html files",
+    "peftbench-leaderboard results/compare_all_methods/runs --reference full --columns row,group,n  # fewer columns",
+    "peftbench-leaderboard --readme README.md --check  # are the README's generated tables current?",
 )
 
 
-@entry_point
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = console.parser("peftbench-leaderboard", __doc__.splitlines()[0], EXAMPLES)
-    parser.add_argument("results_dir", type=Path, help="folder of result JSON files (searched recursively)")
+    parser.add_argument(
+        "results_dir", type=Path, nargs="?", help="folder of result JSON files (searched recursively)"
+    )
     parser.add_argument("--task", help="only this task")
     parser.add_argument("--model", help="only this model")
     parser.add_argument("--budget", help="only this budget, as printed (e.g. '400 steps x 16')")
@@ -1666,16 +1671,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=BOOTSTRAP_SEED,
         help=f"bootstrap random seed (default {BOOTSTRAP_SEED})",
     )
+    parser.add_argument(
+        "--per-method",
+        action="store_true",
+        help="show one row per method: its tuned row where it has one (the tests still run over every row)",
+    )
+    parser.add_argument(
+        "--columns", metavar="A,B,...", help="show only these columns of the printed table, in this order"
+    )
     parser.add_argument("--out", type=Path, help="write leaderboard.{md,csv,tex}, plots and report.md here")
     parser.add_argument("--no-plots", action="store_true", help="with --out: no png/svg figures")
     parser.add_argument("--no-html", action="store_true", help="with --out: no leaderboard.html page")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        metavar="FILE",
+        help="rewrite the generated tables in FILE (blocks that name their own arguments; see docs/leaderboard.md)",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="with --readme: only report stale blocks (exit 1)"
+    )
+    return parser
+
+
+def _checked(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    if args.results_dir is None:
+        parser.error("a results folder is needed (or --readme FILE)")
     if not args.results_dir.is_dir():
         parser.error(f"{args.results_dir} is not a folder")
     if not 0 < args.alpha < 1:
         parser.error(f"--alpha {args.alpha}: a level in (0, 1)")
     if args.resamples < 100:
         parser.error(f"--resamples {args.resamples}: at least 100")
+    return args
+
+
+def _load(args: argparse.Namespace) -> tuple[Leaderboard, list[RunResult], list[RunResult], list[Any]]:
+    """The board the arguments describe, the results it was built from, every file read, and the skipped ones."""
     loaded, skipped = scan_results(args.results_dir, foreign=True)  # peft-mc files become marked rows too
     results, duplicates = deduplicate(loaded)
     results = [
@@ -1693,7 +1725,90 @@ def main(argv: Sequence[str] | None = None) -> int:
         budget=args.budget,
     )
     board.warnings[:0] = duplicates
-    print(markdown(board.rows, args.median, board))
+    return board, results, loaded, skipped
+
+
+def per_method(rows: Sequence[Row]) -> list[Row]:
+    """The headline's rows: a method with a tuned row shows that row alone (its default and trial rows stay in
+    the full table); a method without one keeps its rows. Order and groups are the full table's: the tests ran
+    over every row."""
+    tuned = {(r.task, r.model, r.budget, r.method) for r in rows if r.variant == "tuned"}
+    return [r for r in rows if r.variant == "tuned" or (r.task, r.model, r.budget, r.method) not in tuned]
+
+
+def shown_table(rows: Sequence[Row], columns: Sequence[str] | None, median: bool = False) -> str:
+    """One section's table, restricted to ``columns`` (names as the full table heads them) in that order."""
+    displayed = display_rows(rows, median)
+    if columns:
+        available = list(displayed[0]) if displayed else []
+        unknown = [c for c in columns if c not in available]
+        if unknown:
+            raise ValueError(f"--columns: no column {unknown[0]!r}; this table has: {', '.join(available)}")
+        displayed = [{c: cells[c] for c in columns} for cells in displayed]
+    return format_table(displayed)
+
+
+def block_text(argv: Sequence[str], base: Path) -> str:
+    """What one README block holds: the tables (and their footnotes) of ``peftbench-leaderboard ARGV``, with
+    the results folder read relative to the README's own folder."""
+    parser = _parser()
+    args = parser.parse_args(list(argv))
+    if args.out or args.readme or args.check:
+        raise ValueError("a README block takes no --out, --readme or --check")
+    if args.results_dir is not None and not args.results_dir.is_absolute():
+        args.results_dir = base / args.results_dir
+    board, *_ = _load(_checked(parser, args))
+    columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
+    parts = []
+    several = len(sections(board.rows)) > 1
+    for key, members in sections(board.rows).items():
+        shown = per_method(members) if args.per_method else members
+        notes = [*section_footnotes(members, board.alpha), *board.notes.get(key, [])]
+        notes = [line for line in notes if _footnote_shown(line, columns)]
+        heading = f"**{' · '.join(key)}**\n\n" if several else ""
+        footer = "\n".join(f"- {line}" for line in notes)
+        parts.append(f"{heading}{shown_table(shown, columns, args.median)}\n\n{footer}")
+    return "\n\n".join(parts) if parts else "(no successful runs)"
+
+
+# Footnotes that explain one column only (by their opening words), left out of a table that does not show it.
+COLUMN_FOOTNOTES = {
+    "+MiB over load": "+MiB",
+    "chosen / trials / robust": "chosen",
+    "tuned − default": "tuned − default",
+}
+
+
+def _footnote_shown(line: str, columns: Sequence[str] | None) -> bool:
+    for opening, column in COLUMN_FOOTNOTES.items():
+        if line.startswith(opening) and columns is not None:
+            return any(c.startswith(column) for c in columns)
+    return True
+
+
+@entry_point
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.readme is not None:
+        if args.results_dir is not None or args.out:
+            parser.error(
+                "--readme rewrites the blocks of FILE from their own arguments: no results folder or --out"
+            )
+        return refresh_readme(args.readme, check=args.check)
+    if args.check:
+        parser.error("--check goes with --readme FILE")
+    board, results, loaded, skipped = _load(_checked(parser, args))
+    columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
+    if columns or args.per_method:
+        for members in sections(board.rows).values():
+            try:
+                print(shown_table(per_method(members) if args.per_method else members, columns, args.median))
+            except ValueError as error:
+                parser.error(str(error))
+            print()
+    else:
+        print(markdown(board.rows, args.median, board))
     for line in failed_lines(results):
         print(line)
     for line in board.warnings:
@@ -1717,6 +1832,61 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.bootstrap_seed,
         )
         print("wrote " + ", ".join(str(p) for p in written.values()))
+    return 0
+
+
+# --- generated tables inside a document ----------------------------------------------------------------------
+# A block is two HTML comments (invisible once rendered) around what peftbench-leaderboard prints for the
+# arguments the opening comment holds, so the README's headline is regenerated from the study, never retyped.
+BLOCK_OPEN = re.compile(r"^<!-- peftbench-leaderboard (?P<args>.+?) -->\n", re.MULTILINE)
+BLOCK_CLOSE = "<!-- /peftbench-leaderboard -->"
+
+
+def refresh_text(text: str, render: Callable[[list[str]], str]) -> tuple[str, list[str]]:
+    """``text`` with every block's content replaced by ``render(its arguments)``; and the arguments of the
+    blocks whose content changed."""
+    out, stale, position = [], [], 0
+    for opening in BLOCK_OPEN.finditer(text):
+        if opening.start() < position:
+            continue
+        close = text.find(BLOCK_CLOSE, opening.end())
+        if close < 0:
+            raise ValueError(f"block {opening.group(0).strip()} has no closing {BLOCK_CLOSE}")
+        argv = shlex.split(opening.group("args"))
+        content = render(argv).rstrip("\n") + "\n"
+        if text[opening.end() : close] != content:
+            stale.append(opening.group("args"))
+        out += [text[position : opening.end()], content]
+        position = close
+    out.append(text[position:])
+    return "".join(out), stale
+
+
+def refresh_readme(path: Path, check: bool = False) -> int:
+    """Rewrite (or, with ``check``, only compare) every generated block of ``path``; 1 when a block was stale
+    under ``check``, or when the file has no block at all (a typo in the marker would otherwise pass)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        print(f"peftbench-leaderboard: --readme {path}: {error.strerror}", file=sys.stderr)
+        return 2
+    if not BLOCK_OPEN.search(text):
+        print(
+            f"peftbench-leaderboard: --readme {path}: no '<!-- peftbench-leaderboard ARGS -->' block",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        new, stale = refresh_text(text, lambda argv: block_text(argv, path.parent))
+    except (ValueError, SystemExit) as error:
+        print(f"peftbench-leaderboard: --readme {path}: {error}", file=sys.stderr)
+        return 2
+    for args in stale:
+        print(f"{'stale' if check else 'rewrote'}: peftbench-leaderboard {args}")
+    if check:
+        return 1 if stale else 0
+    if new != text:
+        path.write_text(new, encoding="utf-8")
     return 0
 
 

@@ -444,3 +444,12 @@ def test_latex_compiles(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stdout[-3000:]
+
+
+def test_the_readme_tables_match_the_committed_runs() -> None:
+    """The README's generated blocks (its headline) are what peftbench-leaderboard makes of the committed
+    results today: re-typed numbers, or runs added without `peftbench-leaderboard --readme README.md`, fail."""
+    from peftbench import leaderboard
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    assert leaderboard.main(["--readme", str(readme), "--check"]) == 0

@@ -449,3 +449,41 @@ def test_a_search_that_chose_the_default_gains_exactly_nothing() -> None:
     tuned = next(row for row in _board(results).rows if row.variant == "tuned")
     assert tuned.gain.estimate == 0 and tuned.gain.low == tuned.gain.high == 0
     assert tuned.gain_p_holm == 1.0
+
+
+def _readme(tmp_path: Path, arguments: str, body: str = "old table\n") -> Path:
+    results_dir = tmp_path / "results"
+    for result in _study():
+        write_result(result, results_dir)
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        f"# Title\n\nBefore.\n\n<!-- peftbench-leaderboard {arguments} -->\n{body}<!-- /peftbench-leaderboard -->\n"
+        "\nAfter.\n"
+    )
+    return readme
+
+
+def test_a_readme_block_is_regenerated_from_its_results(tmp_path: Path, capsys) -> None:
+    """The README's headline names the command that makes it; --check says when it no longer matches the
+    results, and --readme rewrites it, leaving the prose around it alone."""
+    columns = "row,group,accuracy [95% CI],tuned − default [95% CI],chosen"
+    readme = _readme(tmp_path, f'results --resamples 300 --per-method --columns "{columns}"')
+    assert lb.main(["--readme", str(readme), "--check"]) == 1
+    assert "stale: peftbench-leaderboard results" in capsys.readouterr().out
+    assert lb.main(["--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("# Title\n\nBefore.\n\n<!-- peftbench-leaderboard results") and text.endswith("\nAfter.\n")
+    assert "old table" not in text
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert [c.strip() for c in table[0].split("|")[1:-1]] == columns.split(",")
+    assert [line.split("|")[1].strip() for line in table[1:]] == ["lora tuned (7 trials)", "ia3 tuned (7 trials)"]
+    assert "- tuned − default: a tuned row minus its method's default row" in text  # the footnotes come along
+    assert lb.main(["--readme", str(readme), "--check"]) == 0  # now current
+
+
+def test_a_readme_block_with_a_bad_column_or_no_block_fails(tmp_path: Path, capsys) -> None:
+    readme = _readme(tmp_path, "results --resamples 300 --columns row,colour")
+    assert lb.main(["--readme", str(readme), "--check"]) == 2
+    assert "no column 'colour'; this table has: row, group," in capsys.readouterr().err
+    readme.write_text("# no block here\n")
+    assert lb.main(["--readme", str(readme), "--check"]) == 1  # a mistyped marker must not pass silently
