@@ -472,11 +472,16 @@ def test_a_readme_block_is_regenerated_from_its_results(tmp_path: Path, capsys) 
     assert "stale: peftbench-leaderboard results" in capsys.readouterr().out
     assert lb.main(["--readme", str(readme)]) == 0
     text = readme.read_text()
-    assert text.startswith("# Title\n\nBefore.\n\n<!-- peftbench-leaderboard results") and text.endswith("\nAfter.\n")
+    assert text.startswith("# Title\n\nBefore.\n\n<!-- peftbench-leaderboard results") and text.endswith(
+        "\nAfter.\n"
+    )
     assert "old table" not in text
     table = [line for line in text.splitlines() if line.startswith("| ")]
     assert [c.strip() for c in table[0].split("|")[1:-1]] == columns.split(",")
-    assert [line.split("|")[1].strip() for line in table[1:]] == ["lora tuned (7 trials)", "ia3 tuned (7 trials)"]
+    assert [line.split("|")[1].strip() for line in table[1:]] == [
+        "lora tuned (7 trials)",
+        "ia3 tuned (7 trials)",
+    ]
     assert "- tuned − default: a tuned row minus its method's default row" in text  # the footnotes come along
     assert lb.main(["--readme", str(readme), "--check"]) == 0  # now current
 
