@@ -24,20 +24,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
-from safetensors.torch import load_file
-from torch import nn
-from transformers import PreTrainedTokenizerBase
 
 from peftbench import console
 from peftbench.console import entry_point
 from peftbench.errors import ConfigError
-from peftbench.methods.base import Method
-from peftbench.model_card import base_model_id, write_model_card
-from peftbench.models.backbone import check_weights_source, load_tokenizer
 from peftbench.results import WEIGHTS_FILE, ResultSchemaError, RunResult, localize, locate, read_result
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch, transformers and the model code load when a run is rebuilt: --help stays instant
+    from torch import nn
+    from transformers import PreTrainedTokenizerBase
+
     from peftbench.assemble import RunParts
+    from peftbench.methods.base import Method
 
 
 @dataclass
@@ -54,7 +52,10 @@ def rebuild(result: RunResult | str | Path, weights: str | Path | None = None) -
     """The model a finished run trained, built by the same code that built it for training
     (peftbench/assemble.py: base weights, causal-LM head for generation tasks, method transform), with its
     trained weights loaded back."""
+    from safetensors.torch import load_file
+
     from peftbench import assemble  # the assembly path imports the whole loop: load it only when exporting
+    from peftbench.models.backbone import check_weights_source, load_tokenizer
 
     if not isinstance(result, RunResult):
         try:
@@ -121,6 +122,8 @@ def export(
                 f"--mode=merged: the run's head read model.pooling={pooling}, which a plain transformers model "
                 "config cannot express; export the adapter (--mode adapter) and load it through peftbench"
             )
+    from peftbench.model_card import base_model_id, write_model_card
+
     run = rebuild(result, weights)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
