@@ -44,6 +44,40 @@ def _value_of(key: str, argv: Sequence[str]) -> str | None:
     return found[-1] if found else None
 
 
+# Hydra's mutually exclusive modes, by their flags. Hydra refuses two of them with a bare ValueError and its
+# traceback; mode_conflict says it in one line first.
+MODE_FLAGS = {
+    "--run": "--run",
+    "-r": "--run",
+    "--multirun": "--multirun",
+    "-m": "--multirun",
+    "--cfg": "--cfg",
+    "-c": "--cfg",
+    "--info": "--info",
+    "-i": "--info",
+    "--shell-completion": "--shell-completion",
+    "-sc": "--shell-completion",
+}
+
+
+def mode_conflict(argv: Sequence[str]) -> str | None:
+    """One line for a command line that asks Hydra for two modes at once (``-m ... --cfg job``), else None."""
+    seen: dict[str, str] = {}
+    for arg in argv:
+        flag = arg.split("=", 1)[0]
+        if flag in MODE_FLAGS:
+            seen.setdefault(MODE_FLAGS[flag], arg)
+    if len(seen) < 2:
+        return None
+    (first, a), (second, b) = list(seen.items())[:2]
+    if {first, second} == {"--multirun", "--cfg"}:
+        return (
+            f"{a} and {b} together: --cfg prints one job's config, not a sweep's; drop {seen['--multirun']} "
+            "and give each swept key one value (e.g. method=lora) to see that job's config"
+        )
+    return f"{a} and {b} together: Hydra runs one mode at a time; keep one of them"
+
+
 def describe(error: BaseException, argv: Sequence[str]) -> str | None:
     """The line for a Hydra or OmegaConf error raised while composing (None: not one of those)."""
     if isinstance(error, OverrideParseException):

@@ -371,6 +371,10 @@ def main() -> None:
     os.environ.setdefault(_USER_HYDRA_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR", ""))
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises; the line is printed below
     argv = sys.argv[1:]
+    conflict = hydra_errors.mode_conflict(argv)
+    if conflict is not None and not _show_traceback():
+        print(f"peftbench-train: {conflict}", file=sys.stderr)
+        sys.exit(2)
     try:
         train_job()
     except SystemExit as stop:

@@ -30,6 +30,8 @@ HYDRA_CASES = [
     (["model.no_such_knob=1"], "model.no_such_knob=1: unknown key; allowed: adapter_points, "),
     (["+model.name=x"], "model.name=x: already set; drop the + (model.name=x) or write ++model.name=x"),
     (["task.name='abc"], "task.name='abc: not a valid override"),
+    (["-m", "method=lora,ia3", "--cfg", "job"], "-m and --cfg together: --cfg prints one job's config"),
+    (["--info", "-m"], "--info and -m together: Hydra runs one mode at a time"),
 ]
 
 
