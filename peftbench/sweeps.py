@@ -240,7 +240,8 @@ def resume_enabled(cfg: DictConfig) -> bool:
 def finished_point(cfg: DictConfig, run_id: str) -> RunResult | None:
     """The finished result (same run id, status ok) a resumed sweep skips this point for, if any.
 
-    A tuned comparison whose search chose a method's own lr (factor 1) asks its report stage and its default
+    A report stage (``${peftbench.chosen:...}``) finds its own ``tuned`` files. A tuned comparison whose search
+    chose a method's own lr (factor 1) asks its report stage and its default
     stage for the same configuration at the same seeds: one run id. Whichever stage runs second finds the other's
     file and writes a copy under its own label (tuned, with its search record; or default) instead of training
     the same point twice (a re-run is bit-identical), so both rows exist.
@@ -252,6 +253,10 @@ def finished_point(cfg: DictConfig, run_id: str) -> RunResult | None:
     results_dir = cfg.paths.results_dir
     done = find_ok_result(results_dir, run_id)
     record = report_record(cfg) if not OmegaConf.select(cfg, "sweep.search", default=None) else None
+    if record is not None:  # a report stage: its own finished point is a `tuned` file
+        own = find_ok_result(results_dir, run_id, variants=("tuned",))
+        if own is not None:
+            return own
     if done is not None and record is not None and done.variant == "default":
         return _relabelled(done, "tuned", record, results_dir)
     if done is None and record is None and not OmegaConf.select(cfg, "sweep.search", default=None):

@@ -242,3 +242,33 @@ def test_a_report_before_its_search_is_a_config_error_not_a_failed_run(tmp_path:
     assert ": config error: " in line and "run the search stage first" in line, line
     assert "InterpolationResolutionError" not in line
     assert not list((tmp_path / "results").glob("*.json"))
+
+
+def test_a_resumed_report_stage_skips_its_finished_tuned_runs(tmp_path: Path, monkeypatch) -> None:
+    """The report stage writes `tuned` files; re-running the stage (the study resumes by run id) must find them
+    and skip those points. It used to look for default and trial files only, so a resumed report stage would
+    have trained every finished seed again."""
+    from peftbench import sweeps
+    from peftbench.results import write_result
+
+    monkeypatch.setattr(sweeps, "is_multirun", lambda: True)
+    base = ["method=lora", "study=tuned-test"]
+    searched = compose_config([*base, "seed=0", "optimizer.lr_factor=2.0"], tmp_path)
+    trial = run_result("lora", 0, 0.7, val=0.9, variant="trial", study="tuned-test")
+    trial.run_id, trial.config = "trial2", OmegaConf.to_container(searched, resolve=True)
+    trial.search = {"sweeper": "grid", "keys": ["optimizer.lr_factor"]}
+    trial.selection = {"monitor": "val/accuracy", "mode": "max"}
+    write_result(trial, tmp_path / "results")
+    report = compose_config(
+        [*base, "seed=4", "optimizer.lr_factor=${peftbench.chosen:optimizer.lr_factor}"], tmp_path
+    )
+    run_id = compute_run_id(report)
+    assert sweeps.finished_point(report, run_id) is None  # not run yet
+
+    finished = run_result("lora", 4, 0.8, variant="tuned", study="tuned-test")
+    finished.run_id, finished.config = run_id, OmegaConf.to_container(report, resolve=True)
+    finished.search = {"sweeper": "grid", "chosen": {"optimizer.lr_factor": 2.0}, "chosen_run_id": "trial2"}
+    write_result(finished, tmp_path / "results")
+    again = sweeps.finished_point(report, run_id)
+    assert again is not None and again.variant == "tuned" and again.test == finished.test
+    assert len(list((tmp_path / "results").glob("*.json"))) == 2  # skipped: no copy written either
