@@ -6,6 +6,9 @@ another machine) so they carry no machine-local absolute path: a path under a pr
 the configuration fingerprint and every number stay as they are (the command checks both per file and
 refuses to write a file whose fingerprint would change); files that are not results are left alone.
 
+``peftbench-results status OVERRIDES`` says which points of a sweep (the overrides of a ``peftbench-train -m``
+command) already have a result, per method, and what the rest would cost (peftbench/status.py).
+
 ``peftbench-results export DIR --format peft-mc --out OUT`` writes every result under DIR (search trials
 excepted) as one file in another benchmark's schema: ``peft-mc`` is HF peft's method comparison, laid out as
 theirs (``OUT/TASK/results/METHOD--MODEL-FINGERPRINT--seedS-RUNID.json``). docs/interop.md has the mapping.
@@ -20,6 +23,7 @@ from pathlib import Path
 
 from peftbench import console
 from peftbench.console import entry_point
+from peftbench.errors import ConfigError
 from peftbench.imports import keep_bitsandbytes_out
 from peftbench.results import (
     HOME_TOKEN,
@@ -85,6 +89,7 @@ def export_main(results_dir: Path, out_dir: Path) -> int:
 EXAMPLES = (
     "peftbench-results portable results/ --dry-run  # count committed files with machine-local paths",
     "peftbench-results export results/cpu_minilm_mr/runs --format peft-mc --out /tmp/peft-mc",
+    "peftbench-results status experiments=compare/tuned/search method=lora,pfeiffer  # which points are done",
 )
 
 
@@ -119,7 +124,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the schema (peft-mc: HF peft's method_comparison)",
     )
     exporter.add_argument("--out", type=Path, required=True, help="folder the files are written under")
+    status = commands.add_parser(
+        "status", help="which points of a sweep have a result (the overrides of a peftbench-train -m command)"
+    )
+    status.add_argument("overrides", nargs="+", help="e.g. experiments=compare/tuned/search method=lora,ia3")
+    status.add_argument("--by", metavar="KEY", help="count per value of this swept key (default: method)")
+    status.add_argument(
+        "--list", action="store_true", help="also list every point that is not ok, one a line"
+    )
     args = parser.parse_args(argv)
+    if args.command == "status":
+        return status_main(args.overrides, args.by, args.list)
     if not args.results_dir.is_dir():
         parser.error(f"{args.results_dir} is not a folder")
     if args.command == "export":
@@ -135,6 +150,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     verb = "would rewrite" if args.dry_run else "rewrote"
     print(f"{verb} {rewritten} result file(s); {unchanged} already portable; {len(problems)} problem(s)")
     return 1 if any("fingerprint" in line for line in problems) else 0
+
+
+def status_main(overrides: Sequence[str], by: str | None, listing: bool) -> int:
+    """Print the sweep's table of finished points; 2 for a command line that does not compose."""
+    from peftbench import hydra_errors, status
+
+    def progress(number: int, total: int) -> None:
+        if number == total or number % 10 == 0:
+            print(f"\rcomposed {number}/{total} points", end="\n" if number == total else "", file=sys.stderr)
+
+    try:
+        _, points = status.study_status(overrides, progress)
+    except hydra_errors.HYDRA_ERRORS as error:
+        print(
+            f"peftbench-results status: {hydra_errors.describe(error, list(overrides)) or error}",
+            file=sys.stderr,
+        )
+        return 2
+    except ConfigError as error:
+        print(f"peftbench-results status: {error}", file=sys.stderr)
+        return 2
+    print(f"peftbench-train -m {' '.join(overrides)}: {len(points)} point(s)\n")
+    print(status.status_table(points, by))
+    if listing:
+        for point in points:
+            if point.state != "ok":
+                run = point.run_id or "-"
+                print(
+                    f"{point.state:>8}  {run}  {' '.join(point.overrides)}{'  (' + point.why + ')' if point.why else ''}"
+                )
+    return 0
 
 
 if __name__ == "__main__":

@@ -191,12 +191,48 @@ def chosen_trial(root: DictConfig, key: str) -> tuple[RunResult, list[RunResult]
             "(a knob other than the searched ones differs); run the report stage with the search's settings"
         )
     trials = matching[0]
+    missing, grid = unrun_points(trials, key)
+    if missing:
+        run = len(grid) - len(missing)
+        shown = ", ".join(f"{key}={value}" for value in missing[:4]) + (" ..." if len(missing) > 4 else "")
+        raise ConfigError(
+            f"{key}=${{{CHOSEN_RESOLVER}:{key}}}: the search for {where} has run {run} of its {len(grid)} grid "
+            f"points (missing {shown}); every method gets its whole grid before a choice: finish the search stage"
+        )
     best = best_trial(trials)
     if best is None:
         raise ConfigError(
             f"{key}=${{{CHOSEN_RESOLVER}:{key}}}: no trial of the search for {where} finished ok"
         )
     return best, trials
+
+
+# A trial that ran to its end or stopped on a non-finite loss has run its grid point (the leaderboard's FINISHED);
+# a failed or killed one has not (a re-run may finish it).
+RUN_STATUSES = ("ok", "diverged")
+
+
+def unrun_points(trials: Sequence[RunResult], key: str) -> tuple[list[str], list[str]]:
+    """(the grid values of ``key`` no trial has run, the whole grid), from the grid the trials recorded
+    (``search.space``, a study's sweeper params). A grid given on the command line is not on record: nothing
+    can be missing from it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    spaces = {str((t.search or {}).get("space", {}).get(key)) for t in trials} - {"None"}
+    if len(spaces) != 1:
+        return [], []
+    (override,) = OverridesParser.create().parse_overrides([f"{key}={spaces.pop()}"])
+    grid = list(override.sweep_string_iterator()) if override.is_sweep_override() else []
+    ran = [lookup(t.config or {}, key) for t in trials if t.status in RUN_STATUSES]
+    return [value for value in grid if not any(_same_value(value, v) for v in ran)], grid
+
+
+def _same_value(text: str, value: Any) -> bool:
+    """A grid value as Hydra spells it (``1.0``) against a trial's recorded one (``1.0`` or ``1``)."""
+    try:
+        return math.isclose(float(text), float(value), rel_tol=1e-9)
+    except (TypeError, ValueError):
+        return text == str(value)
 
 
 def chosen(key: str, *, _root_: DictConfig) -> Any:

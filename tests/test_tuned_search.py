@@ -272,3 +272,35 @@ def test_a_resumed_report_stage_skips_its_finished_tuned_runs(tmp_path: Path, mo
     again = sweeps.finished_point(report, run_id)
     assert again is not None and again.variant == "tuned" and again.test == finished.test
     assert len(list((tmp_path / "results").glob("*.json"))) == 2  # skipped: no copy written either
+
+
+def test_a_report_waits_until_its_search_has_run_its_whole_grid(tmp_path: Path) -> None:
+    """Every method gets the same number of trials: a report stage started while a study's grid is half run
+    (the grid on record in the trials' search.space) stops with one line naming the missing points, instead of
+    choosing from the trials that happen to exist. A diverged trial counts as run (it is evidence)."""
+    from peftbench.results import write_result
+    from peftbench.search import resolve_choices
+
+    base = ["method=lora", "study=tuned-test"]
+    space = {"optimizer.lr_factor": "0.5,1.0,2.0"}
+    for factor, status in ((0.5, "ok"), (2.0, "diverged")):
+        searched = compose_config([*base, "seed=0", f"optimizer.lr_factor={factor}"], tmp_path)
+        trial = run_result("lora", 0, 0.7, val=0.9, variant="trial", study="tuned-test", status=status)
+        trial.run_id, trial.config = f"trial{factor}", OmegaConf.to_container(searched, resolve=True)
+        trial.search = {"sweeper": "grid", "keys": ["optimizer.lr_factor"], "space": space}
+        trial.selection = {"monitor": "val/accuracy", "mode": "max"}
+        write_result(trial, tmp_path / "results")
+    report = compose_config(
+        [*base, "seed=1", "optimizer.lr_factor=${peftbench.chosen:optimizer.lr_factor}"], tmp_path
+    )
+    with pytest.raises(ConfigError, match=r"2 of its 3 grid points .*missing optimizer.lr_factor=1.0"):
+        resolve_choices(report)
+
+    searched = compose_config([*base, "seed=0", "optimizer.lr_factor=1.0"], tmp_path)
+    last = run_result("lora", 0, 0.7, val=0.95, variant="trial", study="tuned-test")
+    last.run_id, last.config = "trial1.0", OmegaConf.to_container(searched, resolve=True)
+    last.search = {"sweeper": "grid", "keys": ["optimizer.lr_factor"], "space": space}
+    last.selection = {"monitor": "val/accuracy", "mode": "max"}
+    write_result(last, tmp_path / "results")
+    resolve_choices(report)  # the whole grid has run: the choice stands
+    assert report.optimizer.lr_factor == 1.0
