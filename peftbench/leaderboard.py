@@ -741,6 +741,110 @@ def summarize_searches(results: Iterable[RunResult]) -> list[SearchSummary]:
     ]
 
 
+def _grid_value(value: Any) -> Any:
+    """A searched value as a number where it is one (a recorded grid spells its values as Hydra's strings)."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _value_order(value: Any) -> tuple[bool, Any]:
+    return (not isinstance(value, int | float), value if isinstance(value, int | float) else str(value))
+
+
+def _grid_values(search: SearchSummary, key: str) -> list[Any]:
+    """The searched values of ``key``: the recorded grid where there is one (points not run yet included), else
+    the values the trials ran; numbers in order."""
+    from peftbench.search import unrun_points
+
+    _, grid = unrun_points(search.trials, key)
+    unique: list[Any] = []
+    for value in map(_grid_value, list(grid) or [lookup(t.config or {}, key) for t in search.trials]):
+        if not any(_same(value, u) for u in unique):
+            unique.append(value)
+    return sorted(unique, key=_value_order)
+
+
+def search_table(searches: Sequence[SearchSummary]) -> str:
+    """The searches of one table as a grid: a row per method (its own lr), a column per searched value, each cell
+    the trial's validation score (the chosen one in bold; ``div.`` diverged, ``failed``/``killed``/``oom``, ``–``
+    not run), then the choice, the step its checkpoint came from and the robustness. The sensitivity plot's
+    numbers, for a README or a paper; validation only (no test score is read). Single-key searches; a search
+    over several keys is left to the CSV."""
+    single = [s for s in searches if len(s.keys) == 1]
+    if not single:
+        return ""
+    key = single[0].keys[0]
+    single = [s for s in single if s.keys[0] == key]
+    values = _grid_values(single[0], key)
+    for search in single[1:]:
+        values += [v for v in _grid_values(search, key) if not any(_same(v, u) for u in values)]
+    values.sort(key=_value_order)
+    name = _short_names([key])[key]
+    rows = []
+    order = sorted(
+        single,
+        key=lambda s: (
+            s.best_score is None,
+            -(s.best_score or 0) if s.mode == "max" else (s.best_score or 0),
+            s.method,
+        ),
+    )
+    for search in order:
+        lr = lookup((search.trials[0].config or {}), "method.meta.lr")
+        cells = {
+            "method (its lr)": f"{search.method} ({_value_text(lr)})" if lr is not None else search.method
+        }
+        for value in values:
+            trial = next(
+                (
+                    t
+                    for t in search.trials
+                    if _same(
+                        _number(lookup(t.config or {}, key))
+                        if _number(lookup(t.config or {}, key)) is not None
+                        else lookup(t.config or {}, key),
+                        value,
+                    )
+                ),
+                None,
+            )
+            if trial is None:
+                text = "–"
+            elif trial.status == "ok":
+                score = validation_score(trial)
+                text = "–" if score is None else f"{score:.4f}"
+                if trial is search.best and score is not None:
+                    text = f"**{text}**"
+            else:
+                text = "div." if trial.status == "diverged" else trial.status
+            cells[f"{name}={_value_text(value)}"] = text
+        best = search.best
+        planned = max(search.grid or 0, len(search.trials))
+        cells["chosen"] = f"{name}={_value_text(lookup(best.config or {}, key))}" if best is not None else "–"
+        if best is not None and len(search.finished) < planned:
+            cells["chosen"] += f" (so far: {len(search.finished)}/{planned} run)"
+        step, steps = (
+            (best.selection or {}).get("best_step"),
+            (best.selection or {}).get("global_steps") if best else (None, None),
+        )
+        cells["best step"] = f"{step}/{steps}" if best is not None and step is not None else "–"
+        cells["robust"] = (
+            f"{search.within}/{len(search.finished)}" if search.robust_share is not None else "–"
+        )
+        rows.append(cells)
+    monitor = ", ".join(sorted({s.monitor for s in single}))
+    note = (
+        f"Validation {monitor} of each trial's chosen checkpoint at the search seed, per value of {key}; "
+        "**bold**: the choice (best validation score; ties go to the smaller value). best step: where the chosen "
+        "trial's checkpoint came from, out of the steps run. robust: finished trials within 1 point of the best."
+    )
+    return f"{format_table(rows)}\n\n{note}"
+
+
 def match_search(row: Row, searches: Sequence[SearchSummary]) -> SearchSummary | None:
     """The grid search of the row's method and configuration: for a tuned row the search its runs' choice came
     from (``search.chosen_run_id``); otherwise the search whose configuration, bar the searched keys and the
@@ -1619,11 +1723,17 @@ def write_outputs(
         for path in figures.get(key, []):
             if path.suffix == ".png":
                 report.append(f"![{path.stem}]({path.name})\n")
-    for key in (k for k in searches if k not in sections(rows) and figures.get(k)):
+        grid = search_table(searches.get(key, []))
+        if grid:
+            report.append(f"### The grid searches\n\n{grid}\n")
+    for key in (k for k in searches if k not in sections(rows)):
         report.append(f"## Searches without reported rows: {' · '.join(key)}\n\n{SEARCH_ONLY_TEXT}\n")
         report.extend(
             f"![{path.stem}]({path.name})\n" for path in figures.get(key, []) if path.suffix == ".png"
         )
+        grid = search_table(searches[key])
+        if grid:
+            report.append(f"{grid}\n")
     if board and board.warnings:
         report.append("## Duplicates\n\n" + "\n".join(f"- {line}" for line in board.warnings) + "\n")
     failed = failed_lines(results)
@@ -1678,6 +1788,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--columns", metavar="A,B,...", help="show only these columns of the printed table, in this order"
+    )
+    parser.add_argument(
+        "--searches",
+        action="store_true",
+        help="print each table's grid searches (validation score per searched value) instead of its rows",
     )
     parser.add_argument("--out", type=Path, help="write leaderboard.{md,csv,tex}, plots and report.md here")
     parser.add_argument("--no-plots", action="store_true", help="with --out: no png/svg figures")
@@ -1759,6 +1874,8 @@ def block_text(argv: Sequence[str], base: Path) -> str:
         args.results_dir = base / args.results_dir
     board, *_ = _load(_checked(parser, args))
     columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
+    if args.searches:
+        return searches_text(board) or "(no grid searches)"
     parts = []
     several = len(sections(board.rows)) > 1
     for key, members in sections(board.rows).items():
@@ -1800,7 +1917,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--check goes with --readme FILE")
     board, results, loaded, skipped = _load(_checked(parser, args))
     columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
-    if columns or args.per_method:
+    if args.searches:
+        print(searches_text(board) or "(no grid searches)")
+    elif columns or args.per_method:
         for members in sections(board.rows).values():
             try:
                 print(shown_table(per_method(members) if args.per_method else members, columns, args.median))
@@ -1833,6 +1952,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print("wrote " + ", ".join(str(p) for p in written.values()))
     return 0
+
+
+def searches_text(board: Leaderboard) -> str:
+    """Every table's grid searches (``search_table``), under a bold ``task · model · budget`` line when there
+    are several."""
+    parts = []
+    for key, found in board.searches.items():
+        table = search_table(found)
+        if table:
+            parts.append((f"**{' · '.join(key)}**\n\n" if len(board.searches) > 1 else "") + table)
+    return "\n\n".join(parts)
 
 
 # --- generated tables inside a document ----------------------------------------------------------------------

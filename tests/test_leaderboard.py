@@ -451,5 +451,11 @@ def test_the_readme_tables_match_the_committed_runs() -> None:
     results today: re-typed numbers, or runs added without `peftbench-leaderboard --readme README.md`, fail."""
     from peftbench import leaderboard
 
-    readme = Path(__file__).resolve().parents[1] / "README.md"
-    assert leaderboard.main(["--readme", str(readme), "--check"]) == 0
+    root = Path(__file__).resolve().parents[1]
+    readmes = [root / "README.md"] + [
+        path
+        for path in sorted(root.glob("results/*/README.md"))
+        if "<!-- peftbench-leaderboard " in path.read_text()
+    ]
+    for readme in readmes:
+        assert leaderboard.main(["--readme", str(readme), "--check"]) == 0, readme

@@ -492,3 +492,57 @@ def test_a_readme_block_with_a_bad_column_or_no_block_fails(tmp_path: Path, caps
     assert "no column 'colour'; this table has: row, group," in capsys.readouterr().err
     readme.write_text("# no block here\n")
     assert lb.main(["--readme", str(readme), "--check"]) == 1  # a mistyped marker must not pass silently
+
+
+def test_the_grid_searches_as_a_table_of_validation_scores(tmp_path: Path, capsys) -> None:
+    """The sensitivity plot's numbers: a row per method, a column per factor, the choice in bold, a diverged
+    trial marked, then the choice, its checkpoint's step and the robustness; in report.md and --searches."""
+    board = _board(_study())
+    table = lb.search_table(board.searches[next(iter(board.searches))])
+    lines = table.splitlines()
+    header = [c.strip() for c in lines[0].split("|")[1:-1]]
+    assert header == [
+        "method (its lr)",
+        *(f"lr_factor={lb._value_text(f)}" for f in GRID),
+        "chosen",
+        "best step",
+        "robust",
+    ]
+    lora = [c.strip() for c in next(line for line in lines if line.startswith("| lora")).split("|")[1:-1]]
+    assert lora[0] == "lora (0.0005)" and lora[1:8] == [
+        "0.7000",
+        "0.7500",
+        "0.7950",
+        "0.8000",
+        "**0.8050**",
+        "0.7900",
+        "0.6000",
+    ]
+    assert lora[8:] == ["lr_factor=2.154", "300/400", ROBUST["lora"]]
+    ia3 = [c.strip() for c in next(line for line in lines if line.startswith("| ia3")).split("|")[1:-1]]
+    assert ia3[3] == "**0.7900**" and ia3[4] == "0.7900" and ia3[7] == "div."  # the tie goes to the smaller
+    assert lines.index(next(line for line in lines if line.startswith("| lora"))) < lines.index(
+        next(line for line in lines if line.startswith("| ia3"))
+    )  # best validation first
+    results_dir = tmp_path / "results"
+    for result in _study():
+        write_result(result, results_dir)
+    assert lb.main([str(results_dir), "--searches", "--resamples", "300"]) == 0
+    assert "| lora (0.0005) " in capsys.readouterr().out
+    lb.main([str(results_dir), "--out", str(tmp_path / "board"), "--resamples", "300", "--no-html"])
+    assert "### The grid searches\n\n| method (its lr)" in (tmp_path / "board" / "report.md").read_text()
+
+
+def test_an_unfinished_search_says_its_choice_is_so_far() -> None:
+    partial = [
+        r
+        for r in _study()
+        if not (r.variant == "trial" and r.method == "lora" and r.config["optimizer"]["lr_factor"] == 10.0)
+    ]
+    for result in partial:  # the grid on record, as a study's sweeper params leave it
+        if result.variant == "trial":
+            result.search = {**result.search, "space": SPACE}
+    board = _board(partial)
+    lines = lb.search_table(board.searches[next(iter(board.searches))]).splitlines()
+    lora = [c.strip() for c in next(line for line in lines if line.startswith("| lora")).split("|")[1:-1]]
+    assert lora[7] == "–" and lora[8] == "lr_factor=2.154 (so far: 6/7 run)"
