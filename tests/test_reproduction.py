@@ -587,3 +587,27 @@ def test_plan_prints_the_commands_it_runs(capsys) -> None:
     plan = build_plan(experiment)
     expected = [stage_command(plan, i, [])[3:] for i in range(len(plan.stages))]
     assert [_bash_words(line) for line in lines] == expected
+
+
+def test_claims_judged_on_a_tuned_study_take_each_methods_search_choice(tmp_path: Path) -> None:
+    """--prefer tuned: a method's tuned runs (its search's choice) stand for its arm beside its default runs;
+    an arm nobody searched (here full) keeps its own runs. Without it the newest configuration would decide."""
+    reported = load_reported(_write(tmp_path, CLAIMS))
+    results = [_result("full", s, "t", v) for s, v in enumerate(MINILM_MR["full"], 1)]
+    for seed, (default, tuned) in enumerate(zip([0.70, 0.71, 0.72], [0.80, 0.81, 0.82], strict=True), 1):
+        results.append(_result("lora", seed, "t", default))
+        better = _result("lora", seed, "t", tuned)
+        better.run_id, better.variant = f"tuned{seed}", "tuned"
+        better.search = {"sweeper": "grid", "chosen": {"optimizer.lr_factor": 0.4642}}
+        better.config = {**better.config, "optimizer": {"lr_factor": 0.4642}}  # another configuration
+        better.ended_at = "2025-01-01T00:00:00+00:00"  # older than the default runs: not why it is chosen
+        results.append(better)
+    lora = next(
+        c for c in compare(reported, results, "exp", prefer="tuned").claims if c.claim == "lora >= 77.0"
+    )
+    assert lora.left_value == pytest.approx(81.0) and lora.verdict == "holds"
+    assert any('variant tuned (its search chose {"optimizer.lr_factor": 0.4642})' in f for f in lora.flags)
+    plain = next(c for c in compare(reported, results, "exp").claims if c.claim == "lora >= 77.0")
+    assert plain.left_value == pytest.approx(71.0)  # the newest configuration: the default runs
+    arms = {a.method: a for a in compare(reported, results, "exp", prefer="tuned").arms}
+    assert arms["full"].n == 3 and not any("variant" in f for f in arms["full"].flags)

@@ -49,19 +49,27 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run_compare(plan: Plan, results_dir: str, out: str | None, dry_run: bool) -> Path:
+def run_compare(
+    plan: Plan,
+    results_dir: str,
+    out: str | None,
+    dry_run: bool,
+    study: str | None = None,
+    prefer: str | None = None,
+) -> Path:
     reported = load_reported(plan.reported_path)
     check_against_plan(reported, plan.task_metrics, plan.arm_tasks, plan.model)
     results, skipped = load_results(results_dir)
     for line in skip_lines(skipped):
         print(f"warning: {line}", file=sys.stderr)
-    study_results = [r for r in results if r.study == plan.study]
+    study_results = [r for r in results if r.study == (study or plan.study)]
     comparison = compare(
         reported,
         study_results,
         plan.experiment,
         dry_run=dry_run,
         skipped=[f"{path}: {reason}" for path, reason in skipped],
+        prefer=prefer,
     )
     target = Path(out) if out else Path(results_dir).parent
     paths = write_outputs(comparison, target)
@@ -72,6 +80,8 @@ def run_compare(plan: Plan, results_dir: str, out: str | None, dry_run: bool) ->
 
 COMPARE_EXAMPLES = (
     "peftbench-compare cpu_minilm_mr/claims --out /tmp/compare  # reported vs the committed CPU runs",
+    "peftbench-compare cpu_minilm_mr/claims --results results/compare_all_methods_tuned/runs "
+    "--study compare_all_methods_tuned --prefer tuned --out /tmp/claims  # the claims on another study's runs",
 )
 REPRODUCE_EXAMPLES = (
     "peftbench-reproduce lora_glue_base/table2 --plan  # the stages and their commands, nothing run",
@@ -83,10 +93,21 @@ REPRODUCE_EXAMPLES = (
 def compare_main(argv: Sequence[str] | None = None) -> int:
     parser = console.parser("peftbench-compare", __doc__.split("\n\n")[2], COMPARE_EXAMPLES)
     _common(parser)
+    parser.add_argument(
+        "--study",
+        help="judge the runs of this study (a result's `study`) instead of the experiment's: e.g. its claims on "
+        "a later study's runs; use with --results",
+    )
+    parser.add_argument(
+        "--prefer",
+        choices=("tuned", "default"),
+        help="an arm's runs of this variant stand for it where it has them (tuned: each method at its search's "
+        "choice; an arm nobody searched keeps its own runs)",
+    )
     args = parser.parse_intermixed_args(argv)
     try:
         plan = build_plan(args.experiment, args.overrides, dry_run=args.dry_run)
-        run_compare(plan, args.results or plan.results_dir, args.out, args.dry_run)
+        run_compare(plan, args.results or plan.results_dir, args.out, args.dry_run, args.study, args.prefer)
     except ConfigError as error:
         print(f"peftbench-compare: {error}", file=sys.stderr)
         return 2

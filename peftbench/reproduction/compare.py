@@ -187,8 +187,11 @@ def _measure(
     model: str | None,
     scale: float,
     aggregation: str,
+    prefer: str | None = None,
 ) -> Measured:
-    """The arm's runs on one configuration: the fingerprint with the most seeds (ties: the newest run)."""
+    """The arm's runs on one configuration: the fingerprint with the most seeds (ties: the newest run). With
+    ``prefer`` (a variant, e.g. ``tuned``), a configuration whose runs all carry that label comes first: a
+    method's searched choice stands for it, and an arm without one (a baseline nobody searched) keeps its own."""
     by_config: dict[str, dict[int, RunResult]] = defaultdict(dict)
     duplicates: dict[str, int] = defaultdict(int)
     for result in results:
@@ -209,8 +212,9 @@ def _measure(
     if not by_config:
         return Measured(runs=[], values=[], metric=metric, aggregation=aggregation)
 
-    def rank(item: tuple[str, dict[int, RunResult]]) -> tuple[int, str]:
-        return len(item[1]), max((r.ended_at or "") for r in item[1].values())
+    def rank(item: tuple[str, dict[int, RunResult]]) -> tuple[bool, int, str]:
+        preferred = prefer is not None and all(r.variant == prefer for r in item[1].values())
+        return preferred, len(item[1]), max((r.ended_at or "") for r in item[1].values())
 
     fingerprint, chosen = max(by_config.items(), key=rank)
     runs = [chosen[seed] for seed in sorted(chosen)]
@@ -227,6 +231,13 @@ def _measure(
 
 def _selection_flags(measured: Measured) -> list[str]:
     flags = []
+    variants = sorted({r.variant for r in measured.runs})
+    if variants and variants != ["default"]:
+        chosen = sorted(
+            {json.dumps((r.search or {}).get("chosen"), sort_keys=True) for r in measured.runs} - {"null"}
+        )
+        choice = f" (its search chose {', '.join(chosen)})" if chosen else ""
+        flags.append(f"variant {'/'.join(variants)}{choice}")
     if measured.others:
         listed = ", ".join(f"{fp}: {k} seed{'s' if k != 1 else ''}" for fp, k in measured.others.items())
         flags.append(
@@ -388,12 +399,14 @@ def _scaled(interval: stats.Interval, scale: float) -> tuple[float, float | None
 
 
 # --- rows and claims ---------------------------------------------------------------------------------------
-def _row_verdict(row: ReportedRow, reported: Reported, results: list[RunResult], dry_run: bool) -> RowVerdict:
+def _row_verdict(
+    row: ReportedRow, reported: Reported, results: list[RunResult], dry_run: bool, prefer: str | None = None
+) -> RowVerdict:
     model = None if dry_run else reported.model_of(row)
     tolerance = row.tolerance if row.tolerance is not None else reported.tolerance
     margin = margin_of(tolerance, row.spread)
     measured = _measure(
-        results, row.task, row.method, row.metric, model, reported.scale, reported.aggregation
+        results, row.task, row.method, row.metric, model, reported.scale, reported.aggregation, prefer
     )
     value = low = high = method = None
     flags: list[str] = []
@@ -448,10 +461,14 @@ def _is_number(token: str | None) -> bool:
     return True
 
 
-def _claim_verdict(claim: Claim, reported: Reported, results: list[RunResult], dry_run: bool) -> ClaimVerdict:
+def _claim_verdict(
+    claim: Claim, reported: Reported, results: list[RunResult], dry_run: bool, prefer: str | None = None
+) -> ClaimVerdict:
     model = None if dry_run else reported.model_of(claim)
     arms = {
-        name: _measure(results, claim.task, name, claim.metric, model, reported.scale, reported.aggregation)
+        name: _measure(
+            results, claim.task, name, claim.metric, model, reported.scale, reported.aggregation, prefer
+        )
         for name in claim.methods
     }
     counts = {name: m.n for name, m in arms.items()}
@@ -517,7 +534,9 @@ def _mean_of(results: list[RunResult], key: str) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def _arm_summaries(reported: Reported, results: list[RunResult], dry_run: bool) -> list[ArmSummary]:
+def _arm_summaries(
+    reported: Reported, results: list[RunResult], dry_run: bool, prefer: str | None = None
+) -> list[ArmSummary]:
     wanted: dict[tuple[str, str], str] = {}
     for row in reported.rows:
         if row.run:
@@ -528,7 +547,9 @@ def _arm_summaries(reported: Reported, results: list[RunResult], dry_run: bool) 
     summaries = []
     for (task, method), metric in sorted(wanted.items()):
         model = None if dry_run else reported.model
-        measured = _measure(results, task, method, metric, model, reported.scale, reported.aggregation)
+        measured = _measure(
+            results, task, method, metric, model, reported.scale, reported.aggregation, prefer
+        )
         aggregate = low = high = interval_method = None
         if measured.n:
             interval = _arm_interval(measured.scores(), metric, reported.aggregation)
@@ -563,7 +584,10 @@ def compare(
     experiment: str,
     dry_run: bool = False,
     skipped: list[str] | None = None,
+    prefer: str | None = None,
 ) -> Comparison:
+    """Every reported row and claim against the results; ``prefer`` (``tuned``): an arm's runs of that variant
+    stand for it where it has them (``_measure``)."""
     return Comparison(
         paper=reported.paper,
         experiment=experiment,
@@ -571,10 +595,10 @@ def compare(
         seeds=reported.seeds,
         scale=reported.scale,
         conventions=reported.conventions,
-        rows=[_row_verdict(row, reported, results, dry_run) for row in reported.rows],
-        claims=[_claim_verdict(claim, reported, results, dry_run) for claim in reported.claims],
+        rows=[_row_verdict(row, reported, results, dry_run, prefer) for row in reported.rows],
+        claims=[_claim_verdict(claim, reported, results, dry_run, prefer) for claim in reported.claims],
         dry_run=dry_run,
-        arms=_arm_summaries(reported, results, dry_run),
+        arms=_arm_summaries(reported, results, dry_run, prefer),
         skipped=list(skipped or []),
     )
 
