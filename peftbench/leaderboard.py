@@ -1010,6 +1010,41 @@ def _at_baseline(row: Row) -> bool:
     return edge >= row.baseline
 
 
+# The linear probe every adapted model must beat (RESEARCH.md: a method at or below the trivial baseline or the
+# head-only probe is misconfigured or not converged, and is not ranked).
+PROBE_METHOD = "head_only"
+
+
+def hold_to_probe(rows: Sequence[Row], n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> None:
+    """Flag and unrank every row of a section that is not shown above its head-only probe: its paired difference
+    to the probe row (same seeds and test examples where stored) has an interval that reaches 0 (with no
+    interval, an estimate at or below 0). The probe is the section's strongest ranked head-only row; a section
+    without one holds nobody to it."""
+    probes = [r for r in rows if r.method == PROBE_METHOD and r.group != NOT_RANKED and r.mean is not None]
+    if not probes:
+        return
+    higher = stats.higher_is_better(probes[0].metric)
+    probe = max(probes, key=lambda r: r.mean if higher else -r.mean)  # type: ignore[operator]
+    for row in rows:
+        if row.method == PROBE_METHOD or row.group == NOT_RANKED or not row.score_list():
+            continue
+        difference, _ = stats.paired_difference(
+            row.score_list(), probe.score_list(), row.metric, "mean", CONFIDENCE, n_resamples, seed
+        )
+        if higher:
+            edge = difference.low if difference.low is not None else difference.estimate
+            shown_above = edge > 0
+        else:
+            edge = difference.high if difference.high is not None else difference.estimate
+            shown_above = edge < 0
+        if not shown_above:
+            row.flags.insert(
+                0,
+                f"not above the head-only probe {probe.mean:.4f}: diff {interval_text(difference, signed=True)}",
+            )
+            row.group = NOT_RANKED
+
+
 def _row_flags(row: Row) -> list[str]:
     flags = []
     if _at_baseline(row):
@@ -1053,6 +1088,7 @@ def analyse_section(
         row.baseline, row.baseline_method = trivial_baseline(row)
         row.flags = _row_flags(row)
         row.group = NOT_RANKED if row.interval is None or _at_baseline(row) else "candidate"
+    hold_to_probe(rows, n_resamples, seed)
     rows = sorted(rows, key=_sort_key)
     candidates = [r for r in rows if r.group == "candidate"]
     if not candidates:
@@ -1355,7 +1391,8 @@ def section_footnotes(rows: Sequence[Row], alpha: float = ALPHA) -> list[str]:
         )
     if any(not r.ranked for r in rows):
         lines.append(
-            "not ranked: no score, or the interval reaches the trivial baseline (no test, no group)."
+            "not ranked: no score, or the interval reaches the trivial baseline, or the row is not shown above the "
+            "head-only probe (no test, no group)."
         )
     searched = search_footnote(rows)
     if searched:
@@ -1637,7 +1674,8 @@ METHOD_TEXT = (
     "a paired bootstrap (same seeds, same resampled examples) or, without predictions, Welch's t test over "
     "seeds; p-values Holm-adjusted across each table; a row is tied with the reference when its adjusted "
     "p >= {alpha:g}. Rows whose interval reaches the trivial baseline (majority class of the test labels; "
-    "a uniform guess when labels are not stored) are flagged and not ranked. Flags also mark runs whose "
+    "a uniform guess when labels are not stored) are flagged and not ranked, and so are rows not shown above "
+    "the table's head-only probe (their paired difference to it reaches 0). Flags also mark runs whose "
     "chosen checkpoint is the last evaluation on a still-rising curve, and runs that took fewer steps than "
     "planned. Memory: mean peak of one source (never averaged across sources) and its increment over the "
     "loaded model; throughput and time: means over the same runs. Pareto plots: error bars are the row "

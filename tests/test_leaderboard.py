@@ -459,3 +459,35 @@ def test_the_readme_tables_match_the_committed_runs() -> None:
     ]
     for readme in readmes:
         assert leaderboard.main(["--readme", str(readme), "--check"]) == 0, readme
+
+
+def test_a_row_not_shown_above_the_head_only_probe_is_flagged_and_not_ranked() -> None:
+    """RESEARCH.md: a method at or below the trivial baseline *or the head-only probe* is misconfigured or not
+    converged, not ranked. A row whose paired difference to the head-only row cannot exclude 0 is flagged;
+    one clearly above it stays ranked; the probe itself is ranked."""
+    results = []
+    for seed in (1, 2, 3):
+        for method, accuracy, tag in (
+            ("full", 0.86, "f"),
+            ("head_only", 0.70, "h"),
+            ("lora", 0.80, "l"),
+            ("ia3", 0.705, "i"),
+        ):
+            correct = _correct(100 * seed + len(tag) + ord(tag[0]), accuracy)
+            results.append(_result(method, seed, correct=correct, tag=tag))
+    rows = {row.method: row for row in lb.build(results, n_resamples=500).rows}
+    assert rows["ia3"].group == lb.NOT_RANKED
+    assert rows["ia3"].flags[0].startswith("not above the head-only probe 0.7000: diff +0.0050 [")
+    assert rows["lora"].group in ("tied", "worse") and not any("probe" in f for f in rows["lora"].flags)
+    assert rows["head_only"].ranked and rows["full"].group == "best"
+    assert rows["ia3"].difference is None  # not ranked: never tested against the reference
+
+
+def test_without_a_head_only_row_nothing_is_held_to_a_probe() -> None:
+    results = [
+        _result(m, s, correct=_correct(10 * s + i, a), tag=m)
+        for s in (1, 2)
+        for i, (m, a) in enumerate((("full", 0.86), ("ia3", 0.52)))
+    ]
+    rows = {row.method: row for row in lb.build(results, n_resamples=300).rows}
+    assert not any("probe" in f for row in rows.values() for f in row.flags)
