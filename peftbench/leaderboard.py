@@ -774,11 +774,13 @@ def search_table(searches: Sequence[SearchSummary]) -> str:
     not run), then the choice, the step its checkpoint came from and the robustness. The sensitivity plot's
     numbers, for a README or a paper; validation only (no test score is read). Single-key searches; a search
     over several keys is left to the CSV."""
+    keys = list(dict.fromkeys(s.keys[0] for s in searches if len(s.keys) == 1))
+    if len(keys) > 1:  # a table per searched key (a study may search the head's lr and the methods' lr)
+        return "\n\n".join(search_table([s for s in searches if s.keys == (key,)]) for key in keys)
     single = [s for s in searches if len(s.keys) == 1]
     if not single:
         return ""
     key = single[0].keys[0]
-    single = [s for s in single if s.keys[0] == key]
     values = _grid_values(single[0], key)
     for search in single[1:]:
         values += [v for v in _grid_values(search, key) if not any(_same(v, u) for u in values)]

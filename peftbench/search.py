@@ -218,7 +218,7 @@ def unrun_points(trials: Sequence[RunResult], key: str) -> tuple[list[str], list
     can be missing from it."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    spaces = {str((t.search or {}).get("space", {}).get(key)) for t in trials} - {"None"}
+    spaces = {str(((t.search or {}).get("space") or {}).get(key)) for t in trials} - {"None"}
     if len(spaces) != 1:
         return [], []
     (override,) = OverridesParser.create().parse_overrides([f"{key}={spaces.pop()}"])

@@ -546,3 +546,25 @@ def test_an_unfinished_search_says_its_choice_is_so_far() -> None:
     lines = lb.search_table(board.searches[next(iter(board.searches))]).splitlines()
     lora = [c.strip() for c in next(line for line in lines if line.startswith("| lora")).split("|")[1:-1]]
     assert lora[7] == "–" and lora[8] == "lr_factor=2.154 (so far: 6/7 run)"
+
+
+def test_searches_over_two_keys_get_a_table_each() -> None:
+    """A study that searches the head's lr (head-only) and the methods' lr gets two grids; one key must not
+    swallow the other's searches."""
+    head = []
+    for trial, head_lr in zip(_trials("lora"), (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3), strict=True):
+        copy = RunResult.from_dict(trial.to_dict())
+        copy.method, copy.run_id = "head_only", "h" + trial.run_id
+        copy.config = {**copy.config, "method": {**copy.config["method"], "name": "head_only"}}
+        copy.config["optimizer"] = {**copy.config["optimizer"], "lr_factor": 1.0, "head_lr": head_lr}
+        copy.search = {**copy.search, "keys": ["optimizer.head_lr"], "space": None}
+        head.append(copy)
+    board = _board([*_study(), *head])
+    text = lb.search_table(board.searches[next(iter(board.searches))])
+    headers = [line for line in text.splitlines() if line.startswith("| method (its lr)")]
+    assert (
+        len(headers) == 2
+        and any("head_lr=0.001" in h for h in headers)
+        and any("lr_factor=1 " in h for h in headers)
+    )
+    assert "| head_only (0.0005) " in text and "| lora (0.0005) " in text
