@@ -14,6 +14,7 @@ Rows:
   import peftbench.train   the entry point's module
   --help                   Hydra's help: lists every config group
   --cfg job                compose and print the default job config
+  tab completion           one completion query (`method=lo<TAB>`), as bash asks it
   libraries a run needs    import torch, lightning, transformers, peft (what any run must pay)
   1-step tiny run          tiny-bert on the synthetic task, 1 step, no test or inference timing
 """
@@ -49,6 +50,10 @@ def commands(tmp: Path) -> list[tuple[str, list[str]]]:
         ("import peftbench.train", [py, "-c", "import peftbench.train"]),
         ("--help", [*train, "--help"]),
         ("--cfg job", [*train, "--cfg", "job"]),
+        (  # what bash runs on each <TAB> once `eval "$(peftbench-train -sc install=bash)"` is in place
+            "tab completion",
+            ["env", "COMP_LINE=peftbench-train method=lo", "COMP_POINT=26", *train, "-sc", "query=bash"],
+        ),
         ("libraries a run needs", [py, "-c", "import torch, lightning, transformers, peft"]),
         (
             "1-step tiny run",
