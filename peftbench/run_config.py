@@ -64,6 +64,11 @@ class SweepKnobs(Knobs):
         "chosen by validation score; empty: an ordinary sweep",
     )
     search_seed: int = knob(0, help="the seed the search's trials ran at (what peftbench.chosen reads)", ge=0)
+    transfer: list[str] = knob(
+        default_factory=list,
+        help="keys that may differ from the search's config when a later stage takes its choice (e.g. "
+        "[task.max_steps]: the choice made at one budget, run at another); empty: everything must match",
+    )
 
 
 @dataclass

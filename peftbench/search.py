@@ -42,6 +42,15 @@ def _drop_path(config: dict[str, Any], dotted: str) -> None:
         node.pop(last, None)
 
 
+def _set_path(config: dict[str, Any], dotted: str, value: Any) -> None:
+    node: Any = config
+    *parents, last = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {}) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+        node[last] = value
+
+
 def group_identity(
     config: dict[str, Any], searched: Sequence[str], seed_paths: list[tuple[str, ...]] | None = None
 ) -> str:
@@ -142,13 +151,20 @@ def _searches_of(
 
 
 def _current_identity(
-    root: DictConfig, key: str, searched: Sequence[str], seed_paths: list[tuple[str, ...]]
+    root: DictConfig,
+    key: str,
+    searched: Sequence[str],
+    seed_paths: list[tuple[str, ...]],
+    carried: dict[str, Any] | None = None,
 ) -> str:
     """The group identity of the config being composed, with ``key`` (the one being resolved) left out, so the
-    identity can be resolved without resolving ``key`` itself."""
+    identity can be resolved without resolving ``key`` itself. ``carried``: keys set to the search's values
+    first (``sweep.transfer``), so what follows them by interpolation (``trainer.max_steps``) follows too."""
     container = OmegaConf.to_container(root, resolve=False)
     container.pop("hydra", None)
     _drop_path(container, key)
+    for dotted, value in (carried or {}).items():
+        _set_path(container, dotted, value)
     container["paths"] = {name: f"<paths.{name}>" for name in (container.get("paths") or {})}
     resolved = OmegaConf.to_container(OmegaConf.create(container), resolve=True)
     return group_identity(resolved, searched, seed_paths)
@@ -179,11 +195,14 @@ def chosen_trial(root: DictConfig, key: str) -> tuple[RunResult, list[RunResult]
     # The trials ran at the search seed and this run at another: the keys that follow the seed are the ones
     # this config spells ${seed} (a value that merely equals the search seed, like a split seed of 0, is kept).
     seed_paths = seed_interpolations(root)
+    transfer = list(OmegaConf.select(root, "sweep.transfer", default=None) or [])  # may differ, by intent
     matching = [
         trials
         for group, trials in candidates.items()
         if group_identity(trials[0].config, group[5], seed_paths)
-        == _current_identity(root, key, group[5], seed_paths)
+        == _current_identity(
+            root, key, group[5], seed_paths, {k: lookup(trials[0].config, k) for k in transfer}
+        )
     ]
     if not matching:
         raise ConfigError(
@@ -292,4 +311,7 @@ def report_record(cfg: DictConfig) -> dict[str, Any] | None:
             trials_ok=sum(t.status == "ok" for t in trials),
             space=(best.search or {}).get("space"),
         )
+    transfer = list(OmegaConf.select(cfg, "sweep.transfer", default=None) or [])
+    if transfer:  # the choice was carried to another setting of these keys: say so, and from what
+        record["transfer"] = {k: lookup(best.config, k) for k in transfer}
     return record

@@ -304,3 +304,36 @@ def test_a_report_waits_until_its_search_has_run_its_whole_grid(tmp_path: Path) 
     write_result(last, tmp_path / "results")
     resolve_choices(report)  # the whole grid has run: the choice stands
     assert report.optimizer.lr_factor == 1.0
+
+
+def test_a_choice_is_carried_to_another_budget_only_when_the_stage_says_so(tmp_path: Path) -> None:
+    """The convergence check runs each method's choice (made at one budget) at 4x the steps. A report stage at
+    another budget borrows nothing by accident (the search ran another configuration); sweep.transfer names
+    the keys that may differ, and the result records what they were in the search."""
+    from peftbench.results import write_result
+    from peftbench.search import report_record, resolve_choices
+
+    base = ["method=lora", "study=tuned-test"]
+    searched = compose_config([*base, "seed=0", "optimizer.lr_factor=2.0"], tmp_path)
+    trial = run_result("lora", 0, 0.7, val=0.9, variant="trial", study="tuned-test")
+    trial.run_id, trial.config = "trial2", OmegaConf.to_container(searched, resolve=True)
+    trial.search = {"sweeper": "grid", "keys": ["optimizer.lr_factor"]}
+    trial.selection = {"monitor": "val/accuracy", "mode": "max"}
+    write_result(trial, tmp_path / "results")
+    chosen = ["optimizer.lr_factor=${peftbench.chosen:optimizer.lr_factor}", "seed=1"]
+    longer = compose_config([*base, *chosen, f"task.max_steps={4 * searched.task.max_steps}"], tmp_path)
+    with pytest.raises(ConfigError, match="ran another configuration"):
+        resolve_choices(longer)
+    carried = compose_config(
+        [*base, *chosen, f"task.max_steps={4 * searched.task.max_steps}", "sweep.transfer=[task.max_steps]"],
+        tmp_path,
+    )
+    resolve_choices(carried)
+    assert carried.optimizer.lr_factor == 2.0
+    assert report_record(carried)["transfer"] == {"task.max_steps": searched.task.max_steps}
+    other = compose_config(
+        [*base, *chosen, "task.max_steps=3", "method.peft_config.r=4", "sweep.transfer=[task.max_steps]"],
+        tmp_path,
+    )
+    with pytest.raises(ConfigError, match="ran another configuration"):
+        resolve_choices(other)  # only the named keys may differ
