@@ -802,17 +802,7 @@ def search_table(searches: Sequence[SearchSummary]) -> str:
         }
         for value in values:
             trial = next(
-                (
-                    t
-                    for t in search.trials
-                    if _same(
-                        _number(lookup(t.config or {}, key))
-                        if _number(lookup(t.config or {}, key)) is not None
-                        else lookup(t.config or {}, key),
-                        value,
-                    )
-                ),
-                None,
+                (t for t in search.trials if _same(_grid_value(lookup(t.config or {}, key)), value)), None
             )
             if trial is None:
                 text = "–"
@@ -829,11 +819,9 @@ def search_table(searches: Sequence[SearchSummary]) -> str:
         cells["chosen"] = f"{name}={_value_text(lookup(best.config or {}, key))}" if best is not None else "–"
         if best is not None and len(search.finished) < planned:
             cells["chosen"] += f" (so far: {len(search.finished)}/{planned} run)"
-        step, steps = (
-            (best.selection or {}).get("best_step"),
-            (best.selection or {}).get("global_steps") if best else (None, None),
-        )
-        cells["best step"] = f"{step}/{steps}" if best is not None and step is not None else "–"
+        selection = (best.selection or {}) if best is not None else {}
+        step, steps = selection.get("best_step"), selection.get("global_steps")
+        cells["best step"] = f"{step}/{steps}" if step is not None else "–"
         cells["robust"] = (
             f"{search.within}/{len(search.finished)}" if search.robust_share is not None else "–"
         )
@@ -880,10 +868,7 @@ def chosen_values(row: Row) -> dict[str, list[Any]]:
             if not any(_same(value, v) for v in values):
                 values.append(value)
         if values:
-            out[key] = sorted(
-                values,
-                key=lambda v: (not isinstance(v, int | float), v if isinstance(v, int | float) else str(v)),
-            )
+            out[key] = sorted(values, key=_value_order)
     return out
 
 
@@ -1827,7 +1812,10 @@ def _parser() -> argparse.ArgumentParser:
         help="show one row per method: its tuned row where it has one (the tests still run over every row)",
     )
     parser.add_argument(
-        "--columns", metavar="A,B,...", help="show only these columns of the printed table, in this order"
+        "--columns",
+        metavar="A,B,...",
+        type=lambda text: [c.strip() for c in text.split(",")],
+        help="show only these columns of the printed table, in this order",
     )
     parser.add_argument(
         "--searches",
@@ -1913,7 +1901,6 @@ def block_text(argv: Sequence[str], base: Path) -> str:
     if args.results_dir is not None and not args.results_dir.is_absolute():
         args.results_dir = base / args.results_dir
     board, *_ = _load(_checked(parser, args))
-    columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
     if args.searches:
         return searches_text(board) or "(no grid searches)"
     parts = []
@@ -1921,10 +1908,10 @@ def block_text(argv: Sequence[str], base: Path) -> str:
     for key, members in sections(board.rows).items():
         shown = per_method(members) if args.per_method else members
         notes = [*section_footnotes(members, board.alpha), *board.notes.get(key, [])]
-        notes = [line for line in notes if _footnote_shown(line, columns)]
+        notes = [line for line in notes if _footnote_shown(line, args.columns)]
         heading = f"**{' · '.join(key)}**\n\n" if several else ""
         footer = "\n".join(f"- {line}" for line in notes)
-        parts.append(f"{heading}{shown_table(shown, columns, args.median)}\n\n{footer}")
+        parts.append(f"{heading}{shown_table(shown, args.columns, args.median)}\n\n{footer}")
     return "\n\n".join(parts) if parts else "(no successful runs)"
 
 
@@ -1956,13 +1943,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         parser.error("--check goes with --readme FILE")
     board, results, loaded, skipped = _load(_checked(parser, args))
-    columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
     if args.searches:
         print(searches_text(board) or "(no grid searches)")
-    elif columns or args.per_method:
+    elif args.columns or args.per_method:
         for members in sections(board.rows).values():
             try:
-                print(shown_table(per_method(members) if args.per_method else members, columns, args.median))
+                print(
+                    shown_table(
+                        per_method(members) if args.per_method else members, args.columns, args.median
+                    )
+                )
             except ValueError as error:
                 parser.error(str(error))
             print()

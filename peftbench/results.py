@@ -796,17 +796,27 @@ def load_results(results_dir: str | Path) -> tuple[list[RunResult], list[tuple[P
     return [result for _, result in loaded], skipped
 
 
+def run_results(results_dir: str | Path, run_id: str) -> list[RunResult]:
+    """Every readable file of this run id in a results folder (any status, any label), in path order: what a
+    resumed sweep and ``peftbench-results status`` look up. An unreadable file is skipped with a warning: as far
+    as anyone can tell, its point did not finish."""
+    found = []
+    for path in sorted(Path(results_dir).glob(f"*__{run_id}*.json")):
+        try:
+            result = read_result(path)
+        except ResultSchemaError as error:
+            logging.getLogger("peftbench").warning("skipped %s: %s", path, error)
+            continue
+        if result.run_id == run_id:
+            found.append(result)
+    return found
+
+
 def find_ok_result(
     results_dir: str | Path, run_id: str, variants: tuple[str, ...] = ("default", "trial")
 ) -> RunResult | None:
     """The finished (status ok) result of this run id in a results folder, if any: what a resumed sweep skips.
     Only the given variants count (a `tuned` file is a copy of a trial, or the report stage's own label)."""
-    for path in sorted(Path(results_dir).glob(f"*__{run_id}*.json")):
-        try:
-            result = read_result(path)
-        except ResultSchemaError as error:  # not finished as far as anyone can tell: the point runs again
-            logging.getLogger("peftbench").warning("skipped %s: %s", path, error)
-            continue
-        if result.run_id == run_id and result.status == "ok" and result.variant in variants:
-            return result
-    return None
+    return next(
+        (r for r in run_results(results_dir, run_id) if r.status == "ok" and r.variant in variants), None
+    )

@@ -24,7 +24,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from peftbench.errors import ConfigError
-from peftbench.results import ResultSchemaError, RunResult, compute_run_id, read_result
+from peftbench.results import RunResult, compute_run_id, run_results
 
 WAITING = (
     "waiting"  # a report point whose search has no choice yet (its ${peftbench.chosen:...} cannot resolve)
@@ -70,16 +70,8 @@ def sweep_points(overrides: Sequence[str]) -> tuple[list[str], list[list[str]]]:
 def _newest_file(results_dir: Path, run_id: str) -> RunResult | None:
     """The point's result: a finished one (any label: a trial, a default run, a report stage's tuned run) or,
     when none finished, the newest attempt, whose status says why."""
-    found = []
-    for path in sorted(results_dir.glob(f"*__{run_id}*.json")):
-        try:
-            result = read_result(path)
-        except ResultSchemaError:  # unreadable: as a resumed sweep sees it, not finished
-            continue
-        if result.run_id == run_id:
-            found.append(result)
-    finished = [r for r in found if r.status == "ok"]
-    pool = finished or found
+    found = run_results(results_dir, run_id)
+    pool = [r for r in found if r.status == "ok"] or found
     return max(pool, key=lambda r: r.ended_at or "") if pool else None
 
 

@@ -164,6 +164,14 @@ def _study(test_scores: dict[float, float] | None = None) -> list[RunResult]:
     return results
 
 
+def _run_copy(trial: RunResult, method: str) -> RunResult:
+    """A trial under another method's name (a search of a second method with the same grid)."""
+    copy = RunResult.from_dict(trial.to_dict())
+    copy.method, copy.run_id = method, method + trial.run_id
+    copy.config = {**copy.config, "method": {**copy.config["method"], "name": method}}
+    return copy
+
+
 def _board(results: list[RunResult], **options) -> lb.Leaderboard:
     return lb.build(results, n_resamples=300, **options)
 
@@ -553,9 +561,7 @@ def test_searches_over_two_keys_get_a_table_each() -> None:
     swallow the other's searches."""
     head = []
     for trial, head_lr in zip(_trials("lora"), (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3), strict=True):
-        copy = RunResult.from_dict(trial.to_dict())
-        copy.method, copy.run_id = "head_only", "h" + trial.run_id
-        copy.config = {**copy.config, "method": {**copy.config["method"], "name": "head_only"}}
+        copy = _run_copy(trial, "head_only")
         copy.config["optimizer"] = {**copy.config["optimizer"], "lr_factor": 1.0, "head_lr": head_lr}
         copy.search = {**copy.search, "keys": ["optimizer.head_lr"], "space": None}
         head.append(copy)
@@ -568,3 +574,15 @@ def test_searches_over_two_keys_get_a_table_each() -> None:
         and any("lr_factor=1 " in h for h in headers)
     )
     assert "| head_only (0.0005) " in text and "| lora (0.0005) " in text
+
+
+def test_a_search_whose_every_trial_diverged_has_a_row_and_no_choice() -> None:
+    """No trial finished ok, so the search has no best: the grid still shows the method (every cell `div.`),
+    with no choice and no step, instead of failing on the missing best trial."""
+    board = _board([*_study(), *[_run_copy(t, "vera") for t in _trials("lora", vals=(None,) * len(GRID))]])
+    table = lb.search_table(board.searches[next(iter(board.searches))])
+    vera = [
+        c.strip()
+        for c in next(line for line in table.splitlines() if line.startswith("| vera")).split("|")[1:-1]
+    ]
+    assert vera[1:8] == ["div."] * 7 and vera[8:] == ["–", "–", "–"]

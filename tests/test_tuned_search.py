@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY_DEFAULTS, compose_config, run_result
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from peftbench.assemble import assemble as prepare
 from peftbench.errors import ConfigError
@@ -191,6 +191,29 @@ def test_the_study_stages_differ_only_in_the_searched_key_and_the_seed() -> None
     assert seeds == str(params["default"]["seed"]).split(",")  # tuned and default pair seed by seed
 
 
+def _write_trial(
+    tmp_path: Path,
+    factor: float,
+    run_id: str,
+    val: float = 0.9,
+    status: str = "ok",
+    space: dict | None = None,
+) -> DictConfig:
+    """One grid trial of lora at seed 0 (study tuned-test) in tmp_path/results, as the search stage records it
+    (``space``: the grid on record, as a study's sweeper params leave it); returns its composed config."""
+    from peftbench.results import write_result
+
+    searched = compose_config(
+        ["method=lora", "study=tuned-test", "seed=0", f"optimizer.lr_factor={factor}"], tmp_path
+    )
+    trial = run_result("lora", 0, 0.7, val=val, variant="trial", study="tuned-test", status=status)
+    trial.run_id, trial.config = run_id, OmegaConf.to_container(searched, resolve=True)
+    trial.search = {"sweeper": "grid", "keys": ["optimizer.lr_factor"], **({"space": space} if space else {})}
+    trial.selection = {"monitor": "val/accuracy", "mode": "max"}
+    write_result(trial, tmp_path / "results")
+    return searched
+
+
 def test_a_choice_of_the_default_lr_is_trained_once_and_labelled_twice(tmp_path: Path, monkeypatch) -> None:
     """Factor 1 chosen: the report stage and the default stage ask for one configuration at one seed (one run
     id). Whichever comes second writes a relabelled copy of the other's file rather than training it again."""
@@ -199,13 +222,7 @@ def test_a_choice_of_the_default_lr_is_trained_once_and_labelled_twice(tmp_path:
 
     monkeypatch.setattr(sweeps, "is_multirun", lambda: True)
     base = ["method=lora", "study=tuned-test"]
-    searched = compose_config([*base, "seed=0", "optimizer.lr_factor=1.0"], tmp_path)
-    trial = run_result("lora", 0, 0.7, val=0.9, variant="trial", study="tuned-test")
-    trial.run_id = "trial1"
-    trial.config = OmegaConf.to_container(searched, resolve=True)
-    trial.search = {"sweeper": "grid", "keys": ["optimizer.lr_factor"]}
-    trial.selection = {"monitor": "val/accuracy", "mode": "max"}
-    write_result(trial, tmp_path / "results")
+    _write_trial(tmp_path, 1.0, "trial1")
 
     report = compose_config(
         [*base, "seed=3", "optimizer.lr_factor=${peftbench.chosen:optimizer.lr_factor}"], tmp_path
@@ -253,12 +270,7 @@ def test_a_resumed_report_stage_skips_its_finished_tuned_runs(tmp_path: Path, mo
 
     monkeypatch.setattr(sweeps, "is_multirun", lambda: True)
     base = ["method=lora", "study=tuned-test"]
-    searched = compose_config([*base, "seed=0", "optimizer.lr_factor=2.0"], tmp_path)
-    trial = run_result("lora", 0, 0.7, val=0.9, variant="trial", study="tuned-test")
-    trial.run_id, trial.config = "trial2", OmegaConf.to_container(searched, resolve=True)
-    trial.search = {"sweeper": "grid", "keys": ["optimizer.lr_factor"]}
-    trial.selection = {"monitor": "val/accuracy", "mode": "max"}
-    write_result(trial, tmp_path / "results")
+    _write_trial(tmp_path, 2.0, "trial2")
     report = compose_config(
         [*base, "seed=4", "optimizer.lr_factor=${peftbench.chosen:optimizer.lr_factor}"], tmp_path
     )
@@ -278,30 +290,19 @@ def test_a_report_waits_until_its_search_has_run_its_whole_grid(tmp_path: Path) 
     """Every method gets the same number of trials: a report stage started while a study's grid is half run
     (the grid on record in the trials' search.space) stops with one line naming the missing points, instead of
     choosing from the trials that happen to exist. A diverged trial counts as run (it is evidence)."""
-    from peftbench.results import write_result
     from peftbench.search import resolve_choices
 
     base = ["method=lora", "study=tuned-test"]
     space = {"optimizer.lr_factor": "0.5,1.0,2.0"}
     for factor, status in ((0.5, "ok"), (2.0, "diverged")):
-        searched = compose_config([*base, "seed=0", f"optimizer.lr_factor={factor}"], tmp_path)
-        trial = run_result("lora", 0, 0.7, val=0.9, variant="trial", study="tuned-test", status=status)
-        trial.run_id, trial.config = f"trial{factor}", OmegaConf.to_container(searched, resolve=True)
-        trial.search = {"sweeper": "grid", "keys": ["optimizer.lr_factor"], "space": space}
-        trial.selection = {"monitor": "val/accuracy", "mode": "max"}
-        write_result(trial, tmp_path / "results")
+        _write_trial(tmp_path, factor, f"trial{factor}", status=status, space=space)
     report = compose_config(
         [*base, "seed=1", "optimizer.lr_factor=${peftbench.chosen:optimizer.lr_factor}"], tmp_path
     )
     with pytest.raises(ConfigError, match=r"2 of its 3 grid points .*missing optimizer.lr_factor=1.0"):
         resolve_choices(report)
 
-    searched = compose_config([*base, "seed=0", "optimizer.lr_factor=1.0"], tmp_path)
-    last = run_result("lora", 0, 0.7, val=0.95, variant="trial", study="tuned-test")
-    last.run_id, last.config = "trial1.0", OmegaConf.to_container(searched, resolve=True)
-    last.search = {"sweeper": "grid", "keys": ["optimizer.lr_factor"], "space": space}
-    last.selection = {"monitor": "val/accuracy", "mode": "max"}
-    write_result(last, tmp_path / "results")
+    _write_trial(tmp_path, 1.0, "trial1.0", val=0.95, space=space)
     resolve_choices(report)  # the whole grid has run: the choice stands
     assert report.optimizer.lr_factor == 1.0
 
@@ -310,16 +311,10 @@ def test_a_choice_is_carried_to_another_budget_only_when_the_stage_says_so(tmp_p
     """The convergence check runs each method's choice (made at one budget) at 4x the steps. A report stage at
     another budget borrows nothing by accident (the search ran another configuration); sweep.transfer names
     the keys that may differ, and the result records what they were in the search."""
-    from peftbench.results import write_result
     from peftbench.search import report_record, resolve_choices
 
     base = ["method=lora", "study=tuned-test"]
-    searched = compose_config([*base, "seed=0", "optimizer.lr_factor=2.0"], tmp_path)
-    trial = run_result("lora", 0, 0.7, val=0.9, variant="trial", study="tuned-test")
-    trial.run_id, trial.config = "trial2", OmegaConf.to_container(searched, resolve=True)
-    trial.search = {"sweeper": "grid", "keys": ["optimizer.lr_factor"]}
-    trial.selection = {"monitor": "val/accuracy", "mode": "max"}
-    write_result(trial, tmp_path / "results")
+    searched = _write_trial(tmp_path, 2.0, "trial2")
     chosen = ["optimizer.lr_factor=${peftbench.chosen:optimizer.lr_factor}", "seed=1"]
     longer = compose_config([*base, *chosen, f"task.max_steps={4 * searched.task.max_steps}"], tmp_path)
     with pytest.raises(ConfigError, match="ran another configuration"):

@@ -46,9 +46,8 @@ class EfficiencyMonitor(L.Callback):
         self._fit_start = 0.0
         self._paused = False  # set by a validation: the next step's clock starts at its own batch start
         self._validation_seconds = 0.0  # validations inside fit, with the checkpoint writes that follow them
-        self._validation_start: float | None = (
-            None  # open validation window (closed by the next step or fit end)
-        )
+        # The open validation window, closed by the next training step or by the end of fit.
+        self._validation_start: float | None = None
         # The memory breakdown's tensor parts: sizes, measured once (gradients, optimizer state) or on the
         # largest padded batch so far (saved activations).
         self._weights: dict[str, int] = {}
