@@ -17,11 +17,19 @@ Rows:
   tab completion           one completion query (`method=lo<TAB>`), as bash asks it
   libraries a run needs    import torch, lightning, transformers, peft (what any run must pay)
   1-step tiny run          tiny-bert on the synthetic task, 1 step, no test or inference timing
+  sweep 1|3 job(s), fresh  that run as a multirun of 1 and of 3 seeds, each job a fresh interpreter
+  sweep 1|3 job(s), fork   the same, each job forked from the launcher's fork server (the default)
+
+From the sweep rows it then derives a job's start-up overhead beyond the interpreter's own: the marginal
+wall time of a job ((3 jobs - 1 job) / 2), less the run's own wall time (its result's budget.wall_time_s),
+less ``python -c pass``. With fork server, the libraries are imported once per sweep (in the 1-job row), not
+once per job.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -65,7 +73,29 @@ def commands(tmp: Path) -> list[tuple[str, list[str]]]:
                 "sweep.resume=false",
             ],
         ),
+        *(
+            (
+                f"sweep {jobs} job{'s' if jobs > 1 else ''}, {mode}",
+                [
+                    *train,
+                    "-m",
+                    *TINY,
+                    f"seed={','.join(str(seed) for seed in range(jobs))}",
+                    f"hydra.launcher.fork_server={str(mode == 'fork').lower()}",
+                    f"paths.results_dir={tmp}/sweep-{mode}-{jobs}/results",
+                    f"hydra.sweep.dir={tmp}/sweep-{mode}-{jobs}/jobs",
+                    "sweep.resume=false",
+                ],
+            )
+            for mode in ("fresh", "fork")
+            for jobs in (1, 3)
+        ),
     ]
+
+
+def run_wall_times(folder: Path) -> list[float]:
+    """The runs' own wall times (budget.wall_time_s) recorded in a results folder."""
+    return [json.loads(path.read_text())["budget"]["wall_time_s"] for path in folder.glob("*.json")]
 
 
 def main() -> None:
@@ -87,6 +117,7 @@ def main() -> None:
                     sys.exit(f"{name} failed (rc {done.returncode}):\n{done.stderr[-2000:]}")
                 times.setdefault(name, []).append(elapsed)
             print(f"repeat {repeat + 1}/{args.repeats} done", file=sys.stderr)
+        own = {mode: run_wall_times(Path(folder, f"sweep-{mode}-3", "results")) for mode in ("fresh", "fork")}
     floor = statistics.median(times["python -c pass"])
     print(f"checkout: {args.checkout}")
     print(f"{'command':<24} {'median s':>9} {'× python':>9}   all (s)")
@@ -94,6 +125,17 @@ def main() -> None:
         median = statistics.median(times[name])
         values = " ".join(f"{t:.2f}" for t in times[name])
         print(f"{name:<24} {median:>9.2f} {median / floor:>9.1f}   {values}")
+
+    print(
+        "\nA sweep job's start-up beyond the interpreter's own (marginal job - its run's own wall - python):"
+    )
+    for mode in ("fresh", "fork"):
+        one, three = (statistics.median(times[f"sweep {n}, {mode}"]) for n in ("1 job", "3 jobs"))
+        marginal, run_own = (three - one) / 2, statistics.median(own[mode])
+        print(
+            f"  {mode:<6} marginal job {marginal:6.2f} s, run's own {run_own:5.2f} s, "
+            f"start-up beyond python {marginal - run_own - floor:6.2f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -161,16 +161,29 @@ def test_subprocess_launcher_records_a_killed_job_and_goes_on(tmp_path: Path) ->
     assert results["head_only"].status == "ok" and results["head_only"].efficiency["peak_mem_mb"] > 0
     # Recorded relative to the launch directory (the sweep ran in tmp_path): no machine-local absolute path.
     assert results["head_only"].sweep_dir == "./sweep"
+    # The jobs were forks of the launcher's fork server (the default), and a fork trains exactly as the
+    # same run does in a process of its own (here: in this one).
+    forked = results["head_only"]
+    assert forked.provenance["job_start"] == "fork server"
+    alone = run(compose_config(["method=head_only", "debug=fast_dev_run"], tmp_path / "alone"))
+    assert (alone.test, alone.predictions) == (forked.test, forked.predictions) and alone.predictions
+    # Lightning's own lines reach the job's log file, as they do in a fresh interpreter.
+    assert "Seed set to" in next((tmp_path / "sweep").glob("1_*/*.log")).read_text()
 
     # The same sweep again, as after an interruption: only the killed point runs; the finished one is
     # skipped by the launcher itself (no process started) and its file is left untouched.
     finished = tmp_path / "results" / results["head_only"].filename
     stamp = finished.stat().st_mtime_ns
-    again = _train([*args[:-1], f"hydra.sweep.dir={tmp_path}/sweep2"], tmp_path)
+    # This time without the fork server: the re-run job starts a fresh interpreter.
+    again = _train(
+        [*args[:-1], f"hydra.sweep.dir={tmp_path}/sweep2", "hydra.launcher.fork_server=false"], tmp_path
+    )
     assert "#1 skipped: finished result" in again.stdout + again.stderr
     assert not list((tmp_path / "sweep2").glob("1_*")) and finished.stat().st_mtime_ns == stamp
-    statuses = sorted((r.method, r.status) for r in load_results(tmp_path / "results")[0])
-    assert statuses == [("full", "ok"), ("head_only", "ok")]  # the killed record was replaced by the re-run
+    rerun = {r.method: r for r in load_results(tmp_path / "results")[0]}
+    # the killed record was replaced by the re-run
+    assert sorted((m, r.status) for m, r in rerun.items()) == [("full", "ok"), ("head_only", "ok")]
+    assert rerun["full"].provenance["job_start"] == "fresh interpreter"
 
 
 def test_nan_loss_records_diverged(make_cfg, monkeypatch) -> None:
