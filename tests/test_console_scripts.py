@@ -1,5 +1,6 @@
 """Every console script: ``--version`` names peftbench's version, ``--help`` ends in examples that run as
-written, and a reader that closes the pipe early (``| head``) ends the command quietly.
+written (their options checked here; run in full under ``-m slow``), and a reader that closes the pipe early
+(``| head``) ends the command quietly.
 
 The scripts are found in pyproject.toml, so a new one is covered without touching this file.
 """
@@ -51,26 +52,63 @@ def _examples(help_text: str) -> list[str]:
     return [line.strip() for line in block.splitlines() if line.startswith("  ") and line.strip()]
 
 
-@pytest.mark.parametrize("name", SCRIPTS)
-def test_help_ends_in_examples_that_run(name: str, tmp_path: Path) -> None:
-    """Each example runs as written from a checkout, its /tmp/ folders moved under tmp_path. A peftbench-train
-    line only composes (``--cfg job``) unless it is a `debug=smoke` run, which is cheap and may feed the next
-    example (an export needs a finished run)."""
+def _example_commands(name: str, tmp_path: Path) -> list[tuple[str, list[str]]]:
+    """(line, words) of each example at the end of ``name --help``, its /tmp/ folders moved under tmp_path."""
     done = _run(name, "--help")
     assert done.returncode == 0, done.stderr
     examples = _examples(done.stdout)
     assert examples, f"{name} --help shows no examples:\n{done.stdout}"
     assert any(line.startswith(name) for line in examples)
+    commands = []
     for line in examples:
-        command = line.split("  #")[0].strip().replace("/tmp/", f"{tmp_path}/")
-        words = shlex.split(command)
+        words = shlex.split(line.split("  #")[0].strip().replace("/tmp/", f"{tmp_path}/"))
+        assert words[0] in SCRIPTS, line
+        commands.append((line, words))
+    return commands
+
+
+def _compose_only(words: list[str]) -> list[str]:
+    """A peftbench-train example as ``--cfg job``: Hydra's --cfg takes no -m, so a sweep is checked at its
+    first point."""
+    return [w.split(",")[0] if "=" in w else w for w in words if w != "-m"] + ["--cfg", "job"]
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_help_ends_in_examples_whose_options_exist(name: str, tmp_path: Path) -> None:
+    """The default suite's check of the examples, without the work they do (that is the slow test below):
+    every option an example passes is one its program's --help lists, and a peftbench-train example composes."""
+    helps: dict[tuple[str, ...], str] = {}
+    for line, words in _example_commands(name, tmp_path):
         program = words[0]
-        assert program in SCRIPTS, line
+        if program == "peftbench-train":
+            done = _run(program, *_compose_only(words)[1:])
+            assert done.returncode == 0, f"{line}\n{done.stderr[-2000:]}"
+            continue
+        # The help of what the example calls (a subcommand's own, where it has them; argparse answers --help
+        # after a positional too), without its examples block, which would list every option it checks.
+        asked = (program, *words[1:2]) if len(words) > 1 and not words[1].startswith("-") else (program,)
+        if asked not in helps:
+            done = _run(*asked, "--help")
+            assert done.returncode == 0, f"{line}\n{done.stderr[-2000:]}"
+            helps[asked] = done.stdout.rpartition("examples:\n")[0] or done.stdout
+        for option in (word.split("=")[0] for word in words[1:] if word.startswith("--")):
+            assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", helps[asked]), f"{line}: {option}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_help_ends_in_examples_that_run(name: str, tmp_path: Path) -> None:
+    """Each example runs as written from a checkout. A peftbench-train line only composes (``--cfg job``)
+    unless it is a `debug=smoke` run, which is cheap and may feed the next example (an export needs a finished
+    run)."""
+    for line, words in _example_commands(name, tmp_path):
+        program = words[0]
         if program == "peftbench-train" and "debug=smoke" not in words:
-            # compose only: Hydra's --cfg takes no -m, so a sweep is checked at its first point
-            words = [w.split(",")[0] if "=" in w else w for w in words if w != "-m"]
-            command = shlex.join(words) + " --cfg job"
+            words = _compose_only(words)
         # bash, so that an example may use $(...) on an earlier example's output, as a user would
+        command = line.split("  #")[0].strip().replace("/tmp/", f"{tmp_path}/")
+        if words[-2:] == ["--cfg", "job"]:
+            command = shlex.join(words)
         prefix = " ".join(shlex.quote(part) for part in _script(program))
         ran = subprocess.run(
             ["bash", "-c", prefix + command[len(program) :]],

@@ -508,6 +508,7 @@ def test_the_lora_recipe_starts_rte_from_mnli_and_selects_on_the_dev_split() -> 
     assert paper.recipe.lora_alpha == 8
 
 
+@pytest.mark.slow  # three stage processes (~1 min); the default suite checks plans, init_from and compare apart
 def test_lora_table2_dry_run_reaches_a_compare_report(tmp_path: Path) -> None:
     """The real path on stand-ins: MNLI first, RTE from the MNLI run, then the report (one seed, two tasks)."""
     results, out = tmp_path / "runs", tmp_path / "report"

@@ -156,16 +156,22 @@ def test_the_other_readers_skip_a_corrupt_file(tmp_path: Path, name: str, caplog
         init_from.resolve(cfg)
 
 
-@pytest.mark.parametrize("name", ["truncated", "not_utf8", "metric_text", "deeply_nested"])
-def test_compare_skips_a_corrupt_file_and_its_report_counts_it(tmp_path: Path, name: str, capsys) -> None:
-    folder, bad = _folder_with(tmp_path, name)
+def test_compare_skips_corrupt_files_and_its_report_counts_them(tmp_path: Path, capsys) -> None:
+    """Four kinds of corruption in one folder (one compare: it composes the whole reproduction grid)."""
+    kinds = ["truncated", "not_utf8", "metric_text", "deeply_nested"]
+    folder, _ = _folder_with(tmp_path, kinds[0])
+    bad = [folder / f"synthetic__tiny-bert__lora__seed3__{name}.json" for name in kinds]
+    for path, name in zip(bad[1:], kinds[1:], strict=True):
+        path.write_bytes(CORRUPT[name]())
     out = tmp_path / "out"
     args = ["lora_glue_base/table2", "--dry-run", "--results", str(folder), "--out", str(out)]
     assert compare_main(args) == 0
-    assert f"warning: skipped {bad}: " in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert all(f"warning: skipped {path}: " in err for path in bad), err
     report = (out / "compare.md").read_text()
-    assert "**Files skipped** (1, not results)" in report and bad.name in report
-    assert json.loads((out / "compare.json").read_text())["skipped"][0].startswith(str(bad))
+    assert "**Files skipped** (4, not results)" in report and all(path.name in report for path in bad)
+    skipped = json.loads((out / "compare.json").read_text())["skipped"]
+    assert sorted(line.split(":")[0] for line in skipped) == sorted(str(path) for path in bad)
 
 
 @pytest.mark.parametrize("name", ["truncated", "not_utf8", "seed_text", "config_text"])
