@@ -2,11 +2,14 @@
 
 A whole sweep through it (a job SIGKILLed, results equal to a run alone, the log file) is
 tests/test_sweeps.py::test_subprocess_launcher_records_a_killed_job_and_goes_on; signals to a sweep are in
-tests/test_exit_codes.py. These are the parts a sweep cannot reach cheaply.
+tests/test_exit_codes.py. Here: which jobs it may fork, a forked job's exit code, a server that fails to start or dies.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,9 @@ from conftest import compose_config
 
 # By module: Hydra's plugin scan re-executes plugin modules (new class objects), so names bound at import go stale.
 from hydra_plugins.peftbench_plugin import fork_server
+from peftbench.results import load_results
+
+TINY = ["model=tiny-bert", "task=synthetic", "logger=none", "trainer.precision=32-true"]
 
 
 @pytest.mark.parametrize(
@@ -46,3 +52,20 @@ def test_a_forked_job_exits_as_a_fresh_one_would(tmp_path: Path, capfd, monkeypa
 def test_a_server_that_cannot_import_its_libraries_says_so() -> None:
     with pytest.raises(fork_server.ForkServerError, match="did not start"):
         fork_server.ForkServer(preload=("peftbench_no_such_module",))
+
+
+def test_a_server_that_dies_under_a_job_has_it_recorded_killed_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    env = {**os.environ, "PEFTBENCH_TEST_KILL_FORK_SERVER": "method=full"}  # job 0 SIGKILLs its server
+    done = subprocess.run(
+        [sys.executable, "-m", "peftbench.train", "-m", *TINY, "method=full,head_only", "debug=fast_dev_run",
+         f"paths.results_dir={tmp_path}/results", f"hydra.sweep.dir={tmp_path}/sweep"],
+        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "the remaining jobs start fresh interpreters" in done.stdout + done.stderr
+    results = {r.method: r for r in load_results(tmp_path / "results")[0]}
+    assert (
+        results["full"].status == "killed" and "its fork server ended while it ran" in results["full"].error
+    )
+    assert results["head_only"].status == "ok"
+    assert results["head_only"].provenance["job_start"] == "fresh interpreter"

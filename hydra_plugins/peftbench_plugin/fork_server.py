@@ -98,6 +98,7 @@ class ForkServer:
         )
         os.close(to_server_r)
         os.close(from_server_w)
+        self._closed = False
         self._lock = threading.Lock()  # one writer at a time on the request pipe
         self._changed = threading.Condition()
         self._pids: dict[int, int] = {}  # job number -> pid
@@ -166,7 +167,10 @@ class ForkServer:
             return self._codes.pop(pid, None)
 
     def close(self) -> None:
-        """No more jobs: the server waits for those still running, then exits."""
+        """No more jobs: the server waits for those still running, then exits. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
         with contextlib.suppress(OSError):
             os.close(self._to_server)
         try:

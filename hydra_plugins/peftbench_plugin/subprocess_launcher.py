@@ -24,6 +24,7 @@ with their answers, so ``peftbench-train`` can list them when the sweep ends and
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import math
@@ -116,13 +117,10 @@ class SubprocessLauncher(Launcher):
                 sweep_config.hydra.job.id = idx
                 sweep_config.hydra.job.num = idx
             jobs.append((idx, list(overrides), sweep_config))
-        try:
-            with self._forwarding_signals(), ThreadPoolExecutor(max_workers=self.max_parallel) as pool:
-                returns = list(pool.map(lambda job: self._run_one(*job), jobs))
-        finally:
-            if self._server is not None:
-                self._server.close()
-                self._server = None
+        # The fork server outlives this call: a sweeper that asks for its trials in batches (Optuna) calls
+        # launch once per batch, and each would otherwise import the libraries again. It ends with this process.
+        with self._forwarding_signals(), ThreadPoolExecutor(max_workers=self.max_parallel) as pool:
+            returns = list(pool.map(lambda job: self._run_one(*job), jobs))
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         if self._stop_signal is not None:
             from peftbench.errors import Interrupted
@@ -254,6 +252,7 @@ class SubprocessLauncher(Launcher):
                 log.info("starting the fork server (it imports torch, Lightning, transformers, peft once)")
                 try:
                     self._server = ForkServer()
+                    atexit.register(self._server.close)  # waits for its jobs (all done by then), then ends it
                 except (ForkServerError, OSError) as error:
                     self._give_up_server(str(error))
             return self._server
@@ -386,6 +385,12 @@ def child_main(argv: Sequence[str]) -> None:
     overrides = list(payload["config"].hydra.overrides.task)
     if kill_marker and all(part in overrides for part in kill_marker.split("&")):
         os.kill(os.getpid(), signal.SIGKILL)
+    # Test-only: a forked job whose overrides include these SIGKILLs its fork server, then waits to be stopped.
+    server_marker = os.environ.get("PEFTBENCH_TEST_KILL_FORK_SERVER")
+    forked = os.environ.get(JOB_START_ENV) == "fork server"
+    if forked and server_marker and all(part in overrides for part in server_marker.split("&")):
+        os.kill(os.getppid(), signal.SIGKILL)
+        signal.pause()
 
     from hydra.core.plugins import Plugins
 
