@@ -115,10 +115,6 @@ class ForkServer:
             self.close()
             raise ForkServerError(self._unsafe)
 
-    @property
-    def alive(self) -> bool:
-        return self._alive
-
     def _read(self) -> None:
         buffer = b""
         with open(self._from_server, "rb", buffering=0) as pipe:
