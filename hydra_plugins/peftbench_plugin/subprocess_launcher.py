@@ -97,6 +97,7 @@ class SubprocessLauncher(Launcher):
         self._stop_signal: int | None = None  # set when the parent was asked to stop
         self._live: dict[int, subprocess.Popen | ForkedJob] = {}  # running jobs by pid (= process group)
         self._lock = threading.Lock()
+        self._server_lock = threading.Lock()  # one fork server is started, whatever max_parallel
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
@@ -238,7 +239,7 @@ class SubprocessLauncher(Launcher):
 
     def _server_for(self, idx: int, sweep_config: DictConfig) -> ForkServer | None:
         """The fork server, started on first use, for a job it can run; None: a fresh interpreter."""
-        if not self.fork_server or self._server_failed:
+        if not self.fork_server or self._server_failed or self._stop_signal is not None:
             return None
         try:
             why = needs_fresh_interpreter(_task_config(sweep_config))
@@ -247,7 +248,7 @@ class SubprocessLauncher(Launcher):
         if why is not None:
             log.info(f"#{idx} runs in a fresh interpreter: {why}")
             return None
-        with self._lock:
+        with self._server_lock:  # not self._lock: the signal handler must not wait for the server's imports
             if self._server is None and not self._server_failed:
                 log.info("starting the fork server (it imports torch, Lightning, transformers, peft once)")
                 try:
