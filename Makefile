@@ -5,7 +5,7 @@ PIP := $(PYTHON) -m pip
 # An unpinned torch would pull the multi-GB CUDA build on Linux. Skipped when any torch is already installed.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install install-torch install-browser assets demo train test test-slow lint bench clean reproduce-cpu pages
+.PHONY: install install-torch install-browser assets demo train test test-slow lint bench bench-gpu clean reproduce-cpu pages
 
 install-torch:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
@@ -54,6 +54,11 @@ bench: assets
 	$(PYTHON) bench/startup.py
 	$(PYTHON) bench/anchors.py --out bench/anchors.json
 	$(PYTHON) bench/step_profile.py --top 12
+
+# The GPU bench (issue 16): a hand loop, the HF Trainer and peftbench on a Llama-3.2-1B-shaped model, LoRA and
+# full fine-tuning: tokens/s, MFU, peak memory (~5 min on one H100; `--shape tiny` checks it on a CPU).
+bench-gpu:
+	$(PYTHON) bench/gpu_mfu.py --out bench/gpu_mfu.json
 
 clean:
 	rm -rf outputs multirun lightning_logs .pytest_cache .ruff_cache

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -51,3 +53,34 @@ def test_anchors_wall_table_prices_each_part_against_the_steps() -> None:
     assert "**1.27**" in text and "| the process | 140.0 | 1.40 |" in text
     assert "the run spends 1.04× its steps" in text  # (127 - 10 - 5 - 8) / 100
     assert anchors.wall_table([{"runner": "hand-fp32"}], "peftbench") == []  # nothing to split
+
+
+def test_gpu_bench_counts_model_flops_and_knows_each_gpus_peak() -> None:
+    gpu = _load("gpu_mfu")
+    # the weight matmuls (forward, input and weight gradients) plus attention's.
+    assert (
+        gpu.model_flops(1000, 10, layers=2, seq=8, hidden=4, tokens=5) == (4000 + 20) * 5 + 12 * 2 * 8 * 4 * 5
+    )
+    assert gpu.datasheet_peak("NVIDIA H100 80GB HBM3") == 989e12
+    assert gpu.datasheet_peak("NVIDIA H100 PCIe") == 756e12  # not the SXM part's figure
+    assert gpu.datasheet_peak("NVIDIA H200") == 989e12
+    assert gpu.datasheet_peak("Quadro P1000") is None
+
+
+@pytest.mark.slow
+def test_gpu_bench_runs_the_same_model_under_every_runner(tmp_path: Path) -> None:
+    """The tiny shape on a CPU: each runner trains the same parameters on full-length rows (no figures read)."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "gpu.json"
+    command = [sys.executable, str(ROOT / "bench" / "gpu_mfu.py"), "--shape", "tiny", "--steps", "5"]
+    done = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = json.loads(out.read_text())["records"]
+    for method in ("lora", "full"):
+        mine = [r for r in records if r["method"] == method]
+        assert {r["runner"] for r in mine} == {"hand", "hf-trainer", "peftbench"}
+        assert len({r["trainable"] for r in mine}) == 1  # one model, built three ways
+        assert all(r["tokens_per_sample"] == 64 for r in mine)  # peftbench's rows fill the sequence too
