@@ -156,8 +156,11 @@ def status_main(overrides: Sequence[str], by: str | None, listing: bool) -> int:
     """Print the sweep's table of finished points; 2 for a command line that does not compose."""
     from peftbench import hydra_errors, status
 
+    terminal = sys.stderr.isatty()
+
     def progress(number: int, total: int) -> None:
-        if number == total or number % 10 == 0:
+        # A counter rewritten in place on a terminal; in a log (no terminal, no \r) only the last line.
+        if number == total or (terminal and number % 10 == 0):
             print(f"\rcomposed {number}/{total} points", end="\n" if number == total else "", file=sys.stderr)
 
     try:

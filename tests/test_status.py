@@ -77,3 +77,9 @@ def test_a_report_point_before_its_search_waits_and_a_bad_override_is_one_line(
     ].why
     assert results_cli.main(["status", "method=no_such_method"]) == 2
     assert "method=no_such_method: no such method config" in capsys.readouterr().err
+
+
+def test_a_log_gets_one_progress_line_not_a_counter_rewritten_in_place(tmp_path: Path, capsys) -> None:
+    sweep = [*TINY_DEFAULTS, f"paths.results_dir={tmp_path}/results", "method=lora", "seed=range(1,13)"]
+    assert results_cli.main(["status", *sweep]) == 0
+    assert capsys.readouterr().err == "\rcomposed 12/12 points\n"  # stderr is no terminal here
