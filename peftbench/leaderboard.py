@@ -1376,6 +1376,20 @@ def section_footnotes(rows: Sequence[Row], alpha: float = ALPHA) -> list[str]:
         lines.append(
             "+MiB over load: – where a run did not record its post-load baseline (result files before schema 3)."
         )
+    starts = Counter(
+        str(run.provenance["job_start"])
+        for row in rows
+        if row.memory()["kind"] == "cpu_rss"
+        for run in row.runs
+        if (run.provenance or {}).get("job_start")
+    )
+    if len(starts) > 1:  # provenance.job_start, recorded by the subprocess launcher (docs/sweeps.md)
+        counted = ", ".join(f"{name} {count}" for name, count in sorted(starts.items()))
+        lines.append(
+            f"peak MiB (CPU RSS): these runs' processes started in {len(starts)} ways (runs: {counted}). A job "
+            "forked from the fork server counts ~100 MB less RSS for the same work than a fresh interpreter; "
+            "compare memory across them by +MiB over load."
+        )
     if any(not r.ranked for r in rows):
         lines.append(
             "not ranked: no score, or the interval reaches the trivial baseline, or the row is not shown above the "

@@ -295,6 +295,19 @@ def test_memory_never_averages_sources() -> None:
     assert cells["peak MiB (CUDA allocated)"] == "900" and cells["+MiB over load (CUDA allocated)"] == "300"
 
 
+def test_peak_rss_from_processes_started_two_ways_says_so() -> None:
+    def run(method: str, seed: int, start: str) -> RunResult:
+        result = _result(method=method, seed=seed)
+        result.provenance["job_start"] = start
+        return result
+
+    alike = lb.build([run("lora", 1, "fork server"), run("full", 1, "fork server")]).rows
+    assert not any("started in" in line for line in lb.section_footnotes(alike))
+    mixed = lb.build([run("lora", 1, "fork server"), run("qlora", 1, "fresh interpreter")]).rows
+    (line,) = [line for line in lb.section_footnotes(mixed) if "started in" in line]
+    assert "started in 2 ways (runs: fork server 1, fresh interpreter 1)" in line and "+MiB over load" in line
+
+
 def test_outputs_are_deterministic_and_carry_pareto_probabilities(tmp_path: Path) -> None:
     results = tmp_path / "results"
     for seed in (1, 2):
