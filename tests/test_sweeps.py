@@ -165,6 +165,8 @@ def test_subprocess_launcher_records_a_killed_job_and_goes_on(tmp_path: Path) ->
     # same run does in a process of its own (here: in this one).
     forked = results["head_only"]
     assert forked.provenance["job_start"] == "fork server"
+    assert forked.efficiency["peak_mem_source"] == "vmhwm"  # its own peak: the fork reset the high-water mark
+    assert "| head_only" in done.stdout  # the end-of-sweep comparison table
     alone = run(compose_config(["method=head_only", "debug=fast_dev_run"], tmp_path / "alone"))
     assert (alone.test, alone.predictions) == (forked.test, forked.predictions) and alone.predictions
     # Lightning's own lines reach the job's log file, as they do in a fresh interpreter.

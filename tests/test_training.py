@@ -154,6 +154,7 @@ def test_crashing_run_leaves_a_failed_result(make_cfg, monkeypatch, tmp_path: Pa
     assert result.status == "failed" and "injected failure" in result.error
 
 
+@pytest.mark.slow  # the default suite's sweep test (tests/test_sweeps.py, the killed job) asserts the same
 def test_multirun_writes_one_result_per_job_with_its_own_peak(tmp_path: Path) -> None:
     command = [
         sys.executable,
