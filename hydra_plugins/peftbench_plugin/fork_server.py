@@ -248,7 +248,9 @@ def _fork_unsafe() -> str | None:
 
 
 def _send(fd: int, message: dict) -> None:
-    os.write(fd, json.dumps(message).encode() + b"\n")
+    # A launcher that was killed reads no more: the server still reaps its jobs, then ends quietly.
+    with contextlib.suppress(BrokenPipeError):
+        os.write(fd, json.dumps(message).encode() + b"\n")
 
 
 def _fork_job(request: dict, requests_fd: int, replies_fd: int) -> int:
