@@ -120,8 +120,6 @@ def main() -> None:
                 times.setdefault(name, []).append(elapsed)
             print(f"repeat {repeat + 1}/{args.repeats} done", file=sys.stderr)
         own = {mode: run_wall_times(Path(folder, f"sweep-{mode}-3", "results")) for mode in ("fresh", "fork")}
-    if not any(name.startswith("sweep") for name in times):
-        print("(the sweep rows need hydra.launcher.fork_server, which this checkout lacks)", file=sys.stderr)
     floor = statistics.median(times["python -c pass"])
     print(f"checkout: {args.checkout}")
     print(f"{'command':<24} {'median s':>9} {'× python':>9}   all (s)")

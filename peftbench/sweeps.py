@@ -114,6 +114,7 @@ def is_multirun() -> bool:
 FRESH_PROCESS_LAUNCHERS = ("SubprocessLauncher", "SlurmLauncher", "LocalLauncher")
 # Set by the subprocess launcher in each job's process: "fork server" or "fresh interpreter" (job_provenance).
 JOB_START_ENV = "PEFTBENCH_JOB_START"
+FORKED, FRESH = "fork server", "fresh interpreter"  # its two values
 
 
 def one_job_per_process() -> bool:

@@ -54,7 +54,7 @@ from hydra_plugins.peftbench_plugin.fork_server import (
     ForkServerError,
     needs_fresh_interpreter,
 )
-from peftbench.sweeps import JOB_START_ENV
+from peftbench.sweeps import FORKED, FRESH, JOB_START_ENV
 
 log = logging.getLogger(__name__)
 
@@ -181,14 +181,7 @@ class SubprocessLauncher(Launcher):
                     },
                     handle,
                 )
-            command = [
-                sys.executable,
-                "-m",
-                "hydra_plugins.peftbench_plugin.job_child",
-                str(payload),
-                str(answer),
-            ]
-            code, reason = self._start_and_wait(idx, command, sweep_config)
+            code, reason = self._start_and_wait(idx, [str(payload), str(answer)], sweep_config)
             if code is None:  # the sweep was stopped before this job started
                 ret = JobReturn(
                     overrides=overrides, cfg=sweep_config, task_name=str(sweep_config.hydra.job.name)
@@ -205,9 +198,10 @@ class SubprocessLauncher(Launcher):
         return self._record_dead(idx, overrides, sweep_config, code, reason)
 
     def _start_and_wait(
-        self, idx: int, command: list[str], sweep_config: DictConfig
+        self, idx: int, argv: list[str], sweep_config: DictConfig
     ) -> tuple[int | None, str | None]:
-        """(exit code, why it was killed); (None, None) when the sweep stopped before the job started."""
+        """Run ``job_child argv`` (forked, or a fresh interpreter): (exit code, why it was killed); (None, None)
+        when the sweep stopped before the job started."""
         server = self._server_for(idx, sweep_config)
         with self._lock:
             if self._stop_signal is not None:
@@ -215,11 +209,12 @@ class SubprocessLauncher(Launcher):
             process: subprocess.Popen | ForkedJob | None = None
             if server is not None:
                 try:
-                    process = server.start(idx, command[3:], {**os.environ, JOB_START_ENV: "fork server"})
+                    process = server.start(idx, argv, {**os.environ, JOB_START_ENV: FORKED})
                 except ForkServerError as error:
                     self._give_up_server(str(error))
             if process is None:
-                env = {**os.environ, JOB_START_ENV: "fresh interpreter"}
+                command = [sys.executable, "-m", "hydra_plugins.peftbench_plugin.job_child", *argv]
+                env = {**os.environ, JOB_START_ENV: FRESH}
                 process = subprocess.Popen(command, start_new_session=True, env=env)  # its own process group
             self._live[process.pid] = process
         try:
@@ -388,7 +383,7 @@ def child_main(argv: Sequence[str]) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     # Test-only: a forked job whose overrides include these SIGKILLs its fork server, then waits to be stopped.
     server_marker = os.environ.get("PEFTBENCH_TEST_KILL_FORK_SERVER")
-    forked = os.environ.get(JOB_START_ENV) == "fork server"
+    forked = os.environ.get(JOB_START_ENV) == FORKED
     if forked and server_marker and all(part in overrides for part in server_marker.split("&")):
         os.kill(os.getppid(), signal.SIGKILL)
         signal.pause()
