@@ -1390,6 +1390,19 @@ def section_footnotes(rows: Sequence[Row], alpha: float = ALPHA) -> list[str]:
             "forked from the fork server counts ~100 MB less RSS for the same work than a fresh interpreter; "
             "compare memory across them by +MiB over load."
         )
+    cpus = Counter(
+        str(run.provenance["device"]["cpu_model"])
+        for row in rows
+        for run in row.runs
+        if ((run.provenance or {}).get("device") or {}).get("cpu_model")
+    )
+    if len(cpus) > 1:  # provenance.device.cpu_model: sessions of a long study may land on different machines
+        counted = ", ".join(f"{name} {count}" for name, count in sorted(cpus.items()))
+        lines.append(
+            f"samples/s: these runs ran on {len(cpus)} CPU models (runs: {counted}); a row's throughput averages "
+            "over the CPUs its runs had, so compare speed only between rows of one CPU model "
+            "(provenance.device.cpu_model in each result)."
+        )
     if any(not r.ranked for r in rows):
         lines.append(
             "not ranked: no score, or the interval reaches the trivial baseline, or the row is not shown above the "
@@ -1836,6 +1849,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print each table's grid searches (validation score per searched value) instead of its rows",
     )
+    parser.add_argument(
+        "--costs",
+        action="store_true",
+        help="print the compute the runs cost (jobs, wall time, samples/s, job hours per method and CPU model)",
+    )
     parser.add_argument("--out", type=Path, help="write leaderboard.{md,csv,tex}, plots and report.md here")
     parser.add_argument("--no-plots", action="store_true", help="with --out: no png/svg figures")
     parser.add_argument("--no-html", action="store_true", help="with --out: no leaderboard.html page")
@@ -1914,7 +1932,9 @@ def block_text(argv: Sequence[str], base: Path) -> str:
         raise ValueError("a README block takes no --out, --readme or --check")
     if args.results_dir is not None and not args.results_dir.is_absolute():
         args.results_dir = base / args.results_dir
-    board, *_ = _load(_checked(parser, args))
+    board, results, *_ = _load(_checked(parser, args))
+    if args.costs:
+        return cost_table(results)
     if args.searches:
         return searches_text(board) or "(no grid searches)"
     parts = []
@@ -1957,7 +1977,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         parser.error("--check goes with --readme FILE")
     board, results, loaded, skipped = _load(_checked(parser, args))
-    if args.searches:
+    if args.costs:
+        print(cost_table(results))
+    elif args.searches:
         print(searches_text(board) or "(no grid searches)")
     elif args.columns or args.per_method:
         for members in sections(board.rows).values():
@@ -1996,6 +2018,108 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print("wrote " + ", ".join(str(p) for p in written.values()))
     return 0
+
+
+# --- compute spent ----------------------------------------------------------------------------------------------
+def _job_seconds(result: RunResult) -> float | None:
+    """A job's wall time from its result's timestamps (model load, training, validation and test included)."""
+    from datetime import datetime
+
+    try:
+        return (
+            datetime.fromisoformat(result.ended_at) - datetime.fromisoformat(result.started_at)
+        ).total_seconds()
+    except (TypeError, ValueError):  # a result without both timestamps (or a foreign file) has no job time
+        return None
+
+
+def _span(values: Sequence[float], digits: int = 0) -> str:
+    low, high = min(values), max(values)
+    return (
+        f"{low:,.{digits}f}"
+        if round(low, digits) == round(high, digits)
+        else f"{low:,.{digits}f}–{high:,.{digits}f}"
+    )
+
+
+def cost_table(results: Iterable[RunResult]) -> str:
+    """What a study's runs cost, per method and CPU model: jobs by variant, each job's wall time, its training
+    throughput, and the job hours in all. One job counts once however many variants its result serves. The
+    study README's cost table is this, generated (``--costs``), so the compute a closing note quotes is read from
+    the files, and throughput is only set beside throughput of the same CPU model (no table here averages across
+    CPUs: a long study's sessions may land on different machines)."""
+    jobs: dict[tuple[str, str | None], RunResult] = {}
+    variants: dict[tuple[str, str | None], set[str]] = defaultdict(set)
+    for result in results:
+        if result.started_at is None:
+            continue
+        key = (result.run_id, result.started_at)
+        jobs.setdefault(key, result)
+        variants[key].add(result.variant)
+    groups: dict[tuple[str, str], list[tuple[RunResult, set[str]]]] = defaultdict(list)
+    for key, result in jobs.items():
+        cpu = str(((result.provenance or {}).get("device") or {}).get("cpu_model") or "unrecorded")
+        groups[(cpu, result.method)].append((result, variants[key]))
+    if not groups:
+        return "(no runs with timestamps)"
+    rows, totals = [], defaultdict(lambda: [0, 0.0])
+    for (cpu, method), members in groups.items():
+        seconds = [s for s in (_job_seconds(r) for r, _ in members) if s is not None]
+        speed = [
+            float(r.efficiency["train_samples_per_s"])
+            for r, _ in members
+            if r.efficiency.get("train_samples_per_s")
+        ]
+        kinds = Counter(v for _, vs in members for v in vs)
+        rows.append(
+            (
+                cpu,
+                statistics.median(seconds) if seconds else math.inf,
+                {
+                    "method": method,
+                    "CPU": cpu,
+                    "jobs": str(len(members)),
+                    "of which": ", ".join(f"{count} {name}" for name, count in sorted(kinds.items())),
+                    "wall s per job": _span(seconds) if seconds else "–",
+                    "samples/s": _span(speed) if speed else "–",
+                    "job hours": f"{sum(seconds) / 3600:.2f}",
+                },
+            )
+        )
+        totals[cpu][0] += len(members)
+        totals[cpu][1] += sum(seconds)
+    rows.sort(key=lambda row: (row[0], row[1], row[2]["method"]))
+    table = [cells for _, _, cells in rows]
+    blank = dict.fromkeys(table[0], "")
+    for cpu, (count, seconds) in sorted(totals.items()):
+        table.append(
+            {
+                **blank,
+                "method": "**all**",
+                "CPU": cpu,
+                "jobs": str(count),
+                "job hours": f"{seconds / 3600:.2f}",
+            }
+        )
+    if len(totals) > 1:
+        count = sum(c for c, _ in totals.values())
+        hours = sum(s for _, s in totals.values()) / 3600
+        table.append(
+            {
+                **blank,
+                "method": "**all**",
+                "CPU": "every CPU",
+                "jobs": str(count),
+                "job hours": f"{hours:.2f}",
+            }
+        )
+    return (
+        format_table(table)
+        + "\n\nOne row per method and CPU model; rows ordered by CPU, then median job time. wall s per job: from the "
+        "result's start to its end (load, training, validations and test; the interpreter's start-up before it is "
+        "not counted). samples/s: training steps only (eff/train_samples_per_s). Jobs that ran side by side each "
+        "count their own wall time."
+    )
 
 
 def searches_text(board: Leaderboard) -> str:

@@ -308,6 +308,66 @@ def test_peak_rss_from_processes_started_two_ways_says_so() -> None:
     assert "started in 2 ways (runs: fork server 1, fresh interpreter 1)" in line and "+MiB over load" in line
 
 
+def test_throughput_from_two_cpu_models_says_so() -> None:
+    def run(method: str, seed: int, cpu: str) -> RunResult:
+        result = _result(method=method, seed=seed)
+        result.provenance.setdefault("device", {})["cpu_model"] = cpu
+        return result
+
+    alike = lb.build([run("lora", 1, "AMD EPYC"), run("full", 1, "AMD EPYC")]).rows
+    assert not any("CPU models" in line for line in lb.section_footnotes(alike))
+    mixed = lb.build(
+        [run("lora", 1, "AMD EPYC"), run("lora", 2, "Intel Xeon"), run("full", 1, "AMD EPYC")]
+    ).rows
+    (line,) = [line for line in lb.section_footnotes(mixed) if "CPU models" in line]
+    assert "ran on 2 CPU models (runs: AMD EPYC 2, Intel Xeon 1)" in line
+
+
+def test_cost_table_counts_each_job_once_and_never_pools_cpus() -> None:
+    def job(
+        method: str, seed: int, cpu: str, seconds: int, variant: str = "tuned", run_id: str = ""
+    ) -> RunResult:
+        result = _result(method=method, seed=seed, run_id=run_id or f"{method}{seed}{cpu}", variant=variant,
+                         started_at="2026-01-01T00:00:00+00:00", ended_at=f"2026-01-01T00:{seconds // 60:02d}:{seconds % 60:02d}+00:00")  # fmt: skip
+        result.provenance["device"]["cpu_model"] = cpu
+        result.efficiency["train_samples_per_s"] = 3600 / seconds
+        return result
+
+    shared = [
+        job("rslora", 1, "AMD EPYC", 300, "tuned", "same"),
+        job("rslora", 1, "AMD EPYC", 300, "default", "same"),
+    ]
+    runs = [
+        *shared,
+        job("lora", 1, "AMD EPYC", 120),
+        job("lora", 2, "Intel Xeon", 240),
+        job("lora", 3, "Intel Xeon", 360),
+    ]
+    rows = [line.split("|")[1:-1] for line in lb.cost_table(runs).splitlines() if line.startswith("| ")][1:]
+    cells = [[c.strip() for c in row] for row in rows]
+    assert [
+        "rslora",
+        "AMD EPYC",
+        "1",
+        "1 default, 1 tuned",
+        "300",
+        "12",
+        "0.08",
+    ] in cells  # one job, two files
+    assert [
+        "lora",
+        "Intel Xeon",
+        "2",
+        "2 tuned",
+        "240–360",
+        "10–15",
+        "0.17",
+    ] in cells  # CPUs never share a row
+    assert ["**all**", "AMD EPYC", "2", "", "", "", "0.12"] in cells
+    assert ["**all**", "every CPU", "4", "", "", "", "0.28"] in cells
+    assert lb.cost_table([_result()]) == "(no runs with timestamps)"
+
+
 def test_outputs_are_deterministic_and_carry_pareto_probabilities(tmp_path: Path) -> None:
     results = tmp_path / "results"
     for seed in (1, 2):
