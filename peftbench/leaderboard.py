@@ -1954,6 +1954,7 @@ COLUMN_FOOTNOTES = {
     "+MiB over load": "+MiB",
     "chosen / trials / robust": "chosen",
     "tuned − default": "tuned − default",
+    "samples/s: these runs ran on": "samples/s",
 }
 
 
