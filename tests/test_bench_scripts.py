@@ -84,3 +84,26 @@ def test_gpu_bench_runs_the_same_model_under_every_runner(tmp_path: Path) -> Non
         assert {r["runner"] for r in mine} == {"hand", "hf-trainer", "peftbench"}
         assert len({r["trainable"] for r in mine}) == 1  # one model, built three ways
         assert all(r["tokens_per_sample"] == 64 for r in mine)  # peftbench's rows fill the sequence too
+
+
+def test_probe_fit_converges_and_its_penalty_shrinks_the_map() -> None:
+    """Separable data: the unpenalised fit classifies every point; a heavy penalty shrinks the weights."""
+    import torch
+
+    probe = _load("probe")
+    torch.manual_seed(0)
+    x = torch.randn(200, 5)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    loose, tight = probe.fit(x, y, 2, 1e-6), probe.fit(x, y, 2, 10.0)
+    assert probe.accuracy(loose, x, y) == 1.0
+    assert tight.weight.norm() < 0.2 * loose.weight.norm()
+
+
+@pytest.mark.slow
+def test_probe_reads_the_pooled_features_of_a_run(capsys: pytest.CaptureFixture[str]) -> None:
+    """tiny-bert on the synthetic task: features of every split, one chosen penalty, a test accuracy."""
+    probe = _load("probe")
+    assert probe.main(["model=tiny-bert", "task=synthetic"]) == 0
+    out = capsys.readouterr().out
+    assert "144 train / 48 val / 64 test, 32 features" in out  # the splits a run of that config trains on
+    assert out.count("(chosen on val)") == 1 and "converged probe: test accuracy" in out
