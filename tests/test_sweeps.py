@@ -150,6 +150,7 @@ def test_resume_skips_a_finished_point_and_reruns_on_request(make_cfg, monkeypat
         run(make_cfg("method=head_only", "debug=fast_dev_run", "sweep.resume=false"))
 
 
+@pytest.mark.slow  # 37 s: three real jobs; the default suite keeps the server-death test of the same path
 def test_subprocess_launcher_records_a_killed_job_and_goes_on(tmp_path: Path) -> None:
     env = {"PEFTBENCH_TEST_KILL_JOB": "method=full"}  # job 0 SIGKILLs itself, as the OOM killer would
     args = ["-m", "method=full,head_only", "debug=fast_dev_run", f"hydra.sweep.dir={tmp_path}/sweep"]
