@@ -42,6 +42,7 @@ from peftbench.results import (
     DATA_ORDER_SEEDED,
     RunResult,
     config_fingerprint,
+    cpu_model,
     device_kind,
     fingerprint_config,
     scan_results,
@@ -1390,12 +1391,7 @@ def section_footnotes(rows: Sequence[Row], alpha: float = ALPHA) -> list[str]:
             "forked from the fork server counts ~100 MB less RSS for the same work than a fresh interpreter; "
             "compare memory across them by +MiB over load."
         )
-    cpus = Counter(
-        str(run.provenance["device"]["cpu_model"])
-        for row in rows
-        for run in row.runs
-        if ((run.provenance or {}).get("device") or {}).get("cpu_model")
-    )
+    cpus = Counter(str(cpu_model(run)) for row in rows for run in row.runs if cpu_model(run))
     if len(cpus) > 1:  # provenance.device.cpu_model: sessions of a long study may land on different machines
         counted = ", ".join(f"{name} {count}" for name, count in sorted(cpus.items()))
         lines.append(
@@ -2059,7 +2055,7 @@ def cost_table(results: Iterable[RunResult]) -> str:
         variants[key].add(result.variant)
     groups: dict[tuple[str, str], list[tuple[RunResult, set[str]]]] = defaultdict(list)
     for key, result in jobs.items():
-        cpu = str(((result.provenance or {}).get("device") or {}).get("cpu_model") or "unrecorded")
+        cpu = str(cpu_model(result) or "unrecorded")
         groups[(cpu, result.method)].append((result, variants[key]))
     if not groups:
         return "(no runs with timestamps)"

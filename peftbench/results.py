@@ -633,6 +633,11 @@ FINGERPRINT_EXCLUDED_PATHS = (("callbacks", "progress_bar"),)
 _PACKAGE_PATH = re.compile(r"^.*?[/\\]peftbench[/\\](?=tasks[/\\]fixtures[/\\])")
 
 
+def cpu_model(result: RunResult) -> str | None:
+    """The CPU model the run recorded (provenance.device.cpu_model), or None for files without one."""
+    return ((result.provenance or {}).get("device") or {}).get("cpu_model")
+
+
 def device_kind(result: RunResult) -> str:
     """cpu, cuda or mps: where the run trained (older files: cuda when a CUDA device was recorded)."""
     device = (result.provenance or {}).get("device") or {}
