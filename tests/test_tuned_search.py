@@ -332,3 +332,25 @@ def test_a_choice_is_carried_to_another_budget_only_when_the_stage_says_so(tmp_p
     )
     with pytest.raises(ConfigError, match="ran another configuration"):
         resolve_choices(other)  # only the named keys may differ
+
+
+@pytest.mark.parametrize(
+    "stage",
+    sorted(p.stem for p in (experiments_dir() / "compare" / "tuned").glob("*.yaml") if p.stem != "protocol"),
+)
+def test_a_study_stage_composes_the_same_run_on_any_cpu(stage: str, monkeypatch) -> None:
+    """The study resumes on whatever machine a session gets. Were its precision left to auto, a CPU without
+    native bf16 would compose 32-true: a new config, so every finished point would look unrun and a new
+    method's search would train at another precision than the rest of the study."""
+    import torch
+
+    import peftbench.config as config_module
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    composed = {}
+    for native in (True, False):
+        monkeypatch.setattr(config_module, "cpu_has_bf16", lambda native=native: native)
+        cfg = compose_config([f"experiments=compare/tuned/{stage}", "method=lora"], tiny=False)
+        composed[native] = OmegaConf.select(cfg, "trainer.precision")
+    assert composed[True] == composed[False] == "bf16-mixed"
