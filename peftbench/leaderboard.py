@@ -42,7 +42,7 @@ from peftbench.results import (
     DATA_ORDER_SEEDED,
     RunResult,
     config_fingerprint,
-    cpu_model,
+    cpu_label,
     device_kind,
     fingerprint_config,
     scan_results,
@@ -1391,13 +1391,14 @@ def section_footnotes(rows: Sequence[Row], alpha: float = ALPHA) -> list[str]:
             "forked from the fork server counts ~100 MB less RSS for the same work than a fresh interpreter; "
             "compare memory across them by +MiB over load."
         )
-    cpus = Counter(str(cpu_model(run)) for row in rows for run in row.runs if cpu_model(run))
-    if len(cpus) > 1:  # provenance.device.cpu_model: sessions of a long study may land on different machines
+    cpus = Counter(str(cpu_label(run)) for row in rows for run in row.runs if cpu_label(run))
+    # cpu_label: the model, and whether bf16 ran emulated; a long study's sessions may land on different machines
+    if len(cpus) > 1:
         counted = ", ".join(f"{name} {count}" for name, count in sorted(cpus.items()))
         lines.append(
             f"samples/s: these runs ran on {len(cpus)} CPU models (runs: {counted}); a row's throughput averages "
             "over the CPUs its runs had, so compare speed only between rows of one CPU model "
-            "(provenance.device.cpu_model in each result)."
+            "(provenance.device: cpu_model, cpu_bf16_native)."
         )
     if any(not r.ranked for r in rows):
         lines.append(
@@ -2055,7 +2056,7 @@ def cost_table(results: Iterable[RunResult]) -> str:
         variants[key].add(result.variant)
     groups: dict[tuple[str, str], list[tuple[RunResult, set[str]]]] = defaultdict(list)
     for key, result in jobs.items():
-        cpu = str(cpu_model(result) or "unrecorded")
+        cpu = str(cpu_label(result) or "unrecorded")
         groups[(cpu, result.method)].append((result, variants[key]))
     if not groups:
         return "(no runs with timestamps)"

@@ -638,6 +638,21 @@ def cpu_model(result: RunResult) -> str | None:
     return ((result.provenance or {}).get("device") or {}).get("cpu_model")
 
 
+def cpu_label(result: RunResult) -> str | None:
+    """The CPU a run's speed belongs to: its model, marked ``(bf16 emulated)`` where bf16 autocast ran on a CPU
+    without native bf16. One model name can cover both (``Intel(R) Xeon(R) Processor`` is Sapphire Rapids and
+    Ice Lake alike), and on the Ice Lake one the tuned study's bf16 jobs trained ~2.6x slower than at fp32, so
+    tables that must not pool speeds across CPUs key on this, not on the name alone."""
+    model = cpu_model(result)
+    device = (result.provenance or {}).get("device") or {}
+    emulated = (
+        device.get("cpu_bf16_native") is False
+        and device_kind(result) == "cpu"
+        and str(result.precision or "").startswith("bf16")
+    )
+    return f"{model} (bf16 emulated)" if model and emulated else model
+
+
 def device_kind(result: RunResult) -> str:
     """cpu, cuda or mps: where the run trained (older files: cuda when a CUDA device was recorded)."""
     device = (result.provenance or {}).get("device") or {}

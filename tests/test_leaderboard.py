@@ -321,6 +321,16 @@ def test_throughput_from_two_cpu_models_says_so() -> None:
     ).rows
     (line,) = [line for line in lb.section_footnotes(mixed) if "CPU models" in line]
     assert "ran on 2 CPU models (runs: AMD EPYC 2, Intel Xeon 1)" in line
+    # One model name, two capabilities: bf16 autocast without native bf16 runs emulated (~2.6x slower, measured
+    # on an Ice Lake Xeon), which the count names; an fp32 run on the same CPU is no different.
+    emulated = run("lora", 3, "Intel Xeon")
+    emulated.provenance["device"]["cpu_bf16_native"] = False
+    fp32 = run("full", 2, "Intel Xeon")
+    fp32.provenance["device"]["cpu_bf16_native"] = False
+    fp32.precision = "32-true"
+    rows = lb.build([run("lora", 1, "Intel Xeon"), run("lora", 2, "Intel Xeon"), emulated, fp32]).rows
+    (line,) = [line for line in lb.section_footnotes(rows) if "CPU models" in line]
+    assert "(runs: Intel Xeon 3, Intel Xeon (bf16 emulated) 1)" in line
 
 
 def test_cost_table_counts_each_job_once_and_never_pools_cpus() -> None:
@@ -366,6 +376,11 @@ def test_cost_table_counts_each_job_once_and_never_pools_cpus() -> None:
     assert ["**all**", "AMD EPYC", "2", "", "", "", "0.12"] in cells
     assert ["**all**", "every CPU", "4", "", "", "", "0.28"] in cells
     assert lb.cost_table([_result()]) == "(no runs with timestamps)"
+    slow = job("lora", 4, "Intel Xeon", 600)
+    slow.provenance["device"]["cpu_bf16_native"] = False
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in lb.cost_table([*runs, slow]).splitlines()]
+    assert ["lora", "Intel Xeon (bf16 emulated)", "1", "1 tuned", "600", "6", "0.17"] in cells
+    assert ["lora", "Intel Xeon", "2", "2 tuned", "240–360", "10–15", "0.17"] in cells  # not pooled with it
 
 
 def test_outputs_are_deterministic_and_carry_pareto_probabilities(tmp_path: Path) -> None:
