@@ -112,6 +112,7 @@ def _run(
             "train_time_s": 10.0,
         },  # fmt: skip
         budget={"steps": 400, "max_steps": 400, "batch_size": 16},
+        data={"sizes": {"train": 800, "validation": 200, "test": N_TEST}},
         predictions={"test": {"pred": pred, "label": LABELS.tolist()}} if status == "ok" else {},
         precision="32-true",
         config=config,
@@ -513,6 +514,7 @@ def test_the_grid_searches_as_a_table_of_validation_scores(tmp_path: Path, capsy
         "method (its lr)",
         *(f"lr_factor={lb._value_text(f)}" for f in GRID),
         "chosen",
+        "lead",
         "best step",
         "robust",
     ]
@@ -526,9 +528,12 @@ def test_the_grid_searches_as_a_table_of_validation_scores(tmp_path: Path, capsy
         "0.7900",
         "0.6000",
     ]
-    assert lora[8:] == ["lr_factor=2.154", "300/400", ROBUST["lora"]]
+    # lead: 0.805 against the runner-up's 0.800 on 200 validation examples is one example
+    assert lora[8:] == ["lr_factor=2.154", "+1 of 200", "300/400", ROBUST["lora"]]
     ia3 = [c.strip() for c in next(line for line in lines if line.startswith("| ia3")).split("|")[1:-1]]
     assert ia3[3] == "**0.7900**" and ia3[4] == "0.7900" and ia3[7] == "div."  # the tie goes to the smaller
+    assert ia3[9] == "0 (tie)"
+    assert "lead: how many more validation examples" in table
     assert lines.index(next(line for line in lines if line.startswith("| lora"))) < lines.index(
         next(line for line in lines if line.startswith("| ia3"))
     )  # best validation first
@@ -585,4 +590,9 @@ def test_a_search_whose_every_trial_diverged_has_a_row_and_no_choice() -> None:
         c.strip()
         for c in next(line for line in table.splitlines() if line.startswith("| vera")).split("|")[1:-1]
     ]
-    assert vera[1:8] == ["div."] * 7 and vera[8:] == ["–", "–", "–"]
+    assert vera[1:8] == ["div."] * 7 and vera[8:] == [
+        "–",
+        "–",
+        "–",
+        "–",
+    ]  # no choice, lead, step or robustness
