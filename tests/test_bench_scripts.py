@@ -107,3 +107,34 @@ def test_probe_reads_the_pooled_features_of_a_run(capsys: pytest.CaptureFixture[
     out = capsys.readouterr().out
     assert "144 train / 48 val / 64 test, 32 features" in out  # the splits a run of that config trains on
     assert out.count("(chosen on val)") == 1 and "converged probe: test accuracy" in out
+
+
+def test_throughput_summary_divides_by_the_reference_median() -> None:
+    throughput = _load("throughput")
+    rows = throughput.summarize({"full": [10.0, 30.0, 20.0], "lora": [40.0, 50.0, 60.0]}, "full")
+    assert [(r["method"], r["median"], r["low"], r["high"], r["ratio"]) for r in rows] == [
+        ("lora", 50.0, 40.0, 60.0, 2.5),
+        ("full", 20.0, 10.0, 30.0, 1.0),
+    ]
+    assert all(r["ratio"] is None for r in throughput.summarize({"lora": [5.0]}, "full"))  # no reference run
+    assert "lora" in throughput.stage_methods("compare/tuned/default")  # the stage's own sweep
+
+
+def test_throughput_times_each_method_through_a_real_fit(tmp_path: Path) -> None:
+    """Two methods and one that cannot compose: the two get a figure from the run's own efficiency monitor in
+    every round, the third is reported as not measured instead of ending the bench."""
+    import json
+
+    throughput = _load("throughput")
+    record = tmp_path / "tp.json"
+    argv = ["--methods", "full,lora,no_such_method", "--steps", "3", "--warmup", "1", "--rounds", "2"]
+    assert throughput.main([*argv, "--json", str(record), "model=tiny-bert", "task=synthetic"]) == 0
+    saved = json.loads(record.read_text())
+    assert {m: len(v) for m, v in saved["samples_per_s"].items()} == {
+        "full": 2,
+        "lora": 2,
+        "no_such_method": 0,
+    }
+    assert all(x > 0 for v in saved["samples_per_s"].values() for x in v)
+    assert [r["ratio"] for r in saved["summary"] if r["method"] == "full"] == [1.0]
+    assert "no_such_method" in saved["not_measured"] and saved["precision"] in ("bf16-mixed", "32-true")
