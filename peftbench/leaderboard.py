@@ -365,6 +365,7 @@ class Row:
             "search_robust": search.robust_share,
             "search_tolerance": search.tolerance,
             "search_best_val": search.best_score,
+            "search_lead": search.lead,
             "search_monitor": search.monitor,
         }
 
@@ -1482,7 +1483,7 @@ CSV_FIELDS = (
 # searches keeps its columns byte for byte.
 SEARCH_FIELDS = (
     "search_chosen", "search_trials", "search_finished", "search_grid", "search_within", "search_robust",
-    "search_tolerance", "search_best_val", "search_monitor",
+    "search_tolerance", "search_best_val", "search_lead", "search_monitor",
 )  # fmt: skip
 
 

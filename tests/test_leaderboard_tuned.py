@@ -249,6 +249,9 @@ def test_tables_show_the_search_columns(tmp_path: Path) -> None:
     )  # fmt: skip
     assert float(ia3["search_best_val"]) == 0.79 and float(ia3["search_tolerance"]) == 0.01
     assert ia3["search_monitor"] == "val/accuracy"
+    assert ia3["search_lead"] == "0.0" and float(
+        rows["lora tuned (7 trials)"]["search_lead"]
+    ) == pytest.approx(0.005)
     latex = (out / "leaderboard.tex").read_text()
     assert "Chosen & Trials & Robust" in latex and r"lr\_factor=0.4642 & 7 & 5/7" in latex
     page = (out / "leaderboard.html").read_text()
