@@ -151,6 +151,7 @@ def test_sigterm_mid_training_records_killed_and_exits_143(tmp_path: Path) -> No
     assert "SIGTERMException" in result.error or "Interrupted" in result.error
 
 
+@pytest.mark.slow  # ~22-26 s of real jobs or figures: the default suite stays under 10 minutes
 def test_sigterm_to_a_sweeps_parent_ends_its_running_job(tmp_path: Path) -> None:
     """Job #0 is a config error (no result, listed at the end); job #1 is training when only the parent
     gets SIGTERM: the parent forwards it, the job records killed itself, the parent exits 143 and lists both."""

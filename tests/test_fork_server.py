@@ -54,6 +54,7 @@ def test_a_server_that_cannot_import_its_libraries_says_so() -> None:
         fork_server.ForkServer(preload=("peftbench_no_such_module",))
 
 
+@pytest.mark.slow  # ~22-26 s of real jobs or figures: the default suite stays under 10 minutes
 def test_a_server_that_dies_under_a_job_has_it_recorded_killed_and_the_sweep_goes_on(tmp_path: Path) -> None:
     env = {**os.environ, "PEFTBENCH_TEST_KILL_FORK_SERVER": "method=full"}  # job 0 SIGKILLs its server
     done = subprocess.run(

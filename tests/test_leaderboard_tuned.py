@@ -382,6 +382,7 @@ def test_a_tuned_row_whose_choice_is_no_longer_the_best_or_at_the_edge_is_flagge
     assert flags == ["chosen lr_factor=10 is at the grid's edge: the best may lie outside the searched range"]
 
 
+@pytest.mark.slow  # ~22-26 s of real jobs or figures: the default suite stays under 10 minutes
 def test_many_methods_give_readable_small_multiples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """~40 searched methods: one panel per method (grouped by family), no two titles over each other."""
     figures: list[plt.Figure] = []
