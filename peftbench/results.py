@@ -640,9 +640,9 @@ def cpu_model(result: RunResult) -> str | None:
 
 def cpu_label(result: RunResult) -> str | None:
     """The CPU a run's speed belongs to: its model, marked ``(bf16 emulated)`` where bf16 autocast ran on a CPU
-    without native bf16. One model name can cover both (``Intel(R) Xeon(R) Processor`` is Sapphire Rapids and
-    Ice Lake alike), and on the Ice Lake one the tuned study's bf16 jobs trained ~2.6x slower than at fp32, so
-    tables that must not pool speeds across CPUs key on this, not on the name alone."""
+    without native bf16. A virtual machine's generic name (``Intel(R) Xeon(R) Processor``) need not tell CPUs
+    with and without it apart, and on an Ice Lake Xeon without it the tuned study's bf16 jobs trained ~2.6x
+    slower than at fp32, so tables that must not pool speeds across CPUs key on this, not on the name alone."""
     model = cpu_model(result)
     device = (result.provenance or {}).get("device") or {}
     emulated = (
