@@ -34,16 +34,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def stage_methods(experiment: str) -> list[str]:
-    """The methods a study stage sweeps (its ``hydra.sweeper.params.method``), in its order."""
-    from omegaconf import OmegaConf
+    """The methods a study stage sweeps, in its order, expanded as ``peftbench-results status`` expands them."""
+    from peftbench.status import sweep_points
 
-    from peftbench.resources import experiments_dir
-
-    stage = OmegaConf.load(experiments_dir() / f"{experiment}.yaml")
-    methods = OmegaConf.select(stage, "hydra.sweeper.params.method")
-    if not methods:
+    swept, jobs = sweep_points([f"experiments={experiment}"])
+    if "method" not in swept:
         raise SystemExit(f"bench/throughput.py: --experiment {experiment} sweeps no methods; give --methods")
-    return [m.strip() for m in str(methods).split(",") if m.strip()]
+    methods = [o.split("=", 1)[1] for job in jobs for o in job if o.startswith("method=")]
+    return list(dict.fromkeys(methods))
 
 
 def overrides_for(experiment: str, method: str, steps: int, warmup: int, output_dir: str) -> list[str]:
@@ -133,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from peftbench.config import cpu_has_bf16, cpu_model_name
+    from peftbench.results import _write_atomically
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] or stage_methods(args.experiment)
     per_method: dict[str, list[float]] = {m: [] for m in methods}
@@ -190,10 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             "summary": rows,
             "not_measured": failed,
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        partial = args.json.with_suffix(args.json.suffix + ".partial")
-        partial.write_text(json.dumps(record, indent=1) + "\n")
-        partial.replace(args.json)  # whole or absent
+        _write_atomically(json.dumps(record, indent=1) + "\n", args.json)  # whole or absent, as results are
     return 0 if rows else 1
 
 

@@ -633,9 +633,14 @@ FINGERPRINT_EXCLUDED_PATHS = (("callbacks", "progress_bar"),)
 _PACKAGE_PATH = re.compile(r"^.*?[/\\]peftbench[/\\](?=tasks[/\\]fixtures[/\\])")
 
 
+def recorded_device(result: RunResult) -> dict[str, Any]:
+    """What the run recorded of its machine (provenance.device), empty for files without it."""
+    return (result.provenance or {}).get("device") or {}
+
+
 def cpu_model(result: RunResult) -> str | None:
     """The CPU model the run recorded (provenance.device.cpu_model), or None for files without one."""
-    return ((result.provenance or {}).get("device") or {}).get("cpu_model")
+    return recorded_device(result).get("cpu_model")
 
 
 def cpu_label(result: RunResult) -> str | None:
@@ -644,9 +649,8 @@ def cpu_label(result: RunResult) -> str | None:
     with and without it apart, and on an Ice Lake Xeon without it the tuned study's bf16 jobs trained ~2.6x
     slower than at fp32, so tables that must not pool speeds across CPUs key on this, not on the name alone."""
     model = cpu_model(result)
-    device = (result.provenance or {}).get("device") or {}
     emulated = (
-        device.get("cpu_bf16_native") is False
+        recorded_device(result).get("cpu_bf16_native") is False
         and device_kind(result) == "cpu"
         and str(result.precision or "").startswith("bf16")
     )
@@ -655,7 +659,7 @@ def cpu_label(result: RunResult) -> str | None:
 
 def device_kind(result: RunResult) -> str:
     """cpu, cuda or mps: where the run trained (older files: cuda when a CUDA device was recorded)."""
-    device = (result.provenance or {}).get("device") or {}
+    device = recorded_device(result)
     return str(device.get("accelerator") or ("cuda" if device.get("cuda_device") else "cpu"))
 
 
