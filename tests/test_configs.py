@@ -302,3 +302,40 @@ def test_model_yaml_repeats_no_base_value(path: Path) -> None:
     assert not repeated, (
         f"{path.relative_to(CONF.parent)} repeats its base's value for: {', '.join(repeated)}"
     )
+
+
+def _study_experiments() -> list[str]:
+    return sorted(
+        str(p.relative_to(experiments_dir()).with_suffix(""))
+        for p in experiments_dir().rglob("*.yaml")
+        if p.name != "reported.yaml"
+    )
+
+
+@pytest.mark.parametrize("experiment", _study_experiments())
+def test_a_committed_study_composes_its_recorded_precision_on_any_cpu(experiment: str, monkeypatch) -> None:
+    """A study whose runs are committed resumes by run id, and the id hashes trainer.precision. Left to ``auto``,
+    a CPU without native bf16 composes 32-true where the committed runs recorded bf16-mixed (or the reverse), so
+    every finished point looks unrun and the re-run trains another configuration beside the committed one."""
+    import json
+
+    import torch
+
+    import peftbench.config as config_module
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    composed = {}
+    for native in (True, False):
+        monkeypatch.setattr(config_module, "cpu_has_bf16", lambda native=native: native)
+        cfg = compose_config([f"experiments={experiment}"], tiny=False)
+        composed[native] = OmegaConf.select(cfg, "trainer.precision")
+    runs = Path(__file__).resolve().parents[1] / str(cfg.paths.results_dir)
+    recorded = set()
+    for path in runs.glob("*.json"):
+        recorded.add(json.loads(path.read_text())["config"]["trainer"]["precision"])
+    if not recorded:
+        assert composed[True] != "auto", "composition resolves precision"
+        return
+    assert len(recorded) == 1, f"{runs} pools precisions {sorted(recorded)}"
+    assert composed[True] == composed[False] == recorded.pop()
