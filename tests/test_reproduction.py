@@ -27,7 +27,14 @@ from peftbench.reproduction.compare import (
 from peftbench.reproduction.plan import build_plan
 from peftbench.reproduction.reported import check_against_plan, load_reported, parse_claim
 from peftbench.resources import experiments_dir
-from peftbench.results import RunResult, compute_run_id, config_fingerprint, identity_config, load_results
+from peftbench.results import (
+    RunResult,
+    compute_run_id,
+    config_fingerprint,
+    identity_config,
+    load_results,
+    write_result,
+)
 from peftbench.sweeps import describe_error, failure_status
 from peftbench.train import run
 
@@ -612,3 +619,38 @@ def test_claims_judged_on_a_tuned_study_take_each_methods_search_choice(tmp_path
     assert plain.left_value == pytest.approx(71.0)  # the newest configuration: the default runs
     arms = {a.method: a for a in compare(reported, results, "exp", prefer="tuned").arms}
     assert arms["full"].n == 3 and not any("variant" in f for f in arms["full"].flags)
+
+
+def test_claims_judged_on_another_studys_runs_list_how_their_recipe_differs(tmp_path: Path) -> None:
+    """The report's conventions describe the reproduction's own runs. Judged on another study's runs (--study),
+    it must say where those runs' configuration differs from the one the reproduction composes for the same
+    arm; before, it printed the reproduction's conventions (250 steps, each arm at its own lr) as if they
+    described 800-step runs at searched learning rates."""
+    from peftbench.reproduction.plan import compose_experiment
+
+    results = tmp_path / "runs"
+    for arm in ("head_only", "full", "lora"):
+        extra = ["optimizer.lr_factor=0.5"] if arm == "lora" else []
+        cfg = compose_experiment(
+            "cpu_minilm_mr/claims",
+            [f"method={arm}", f"method.name={arm}", "task=mr", "task.max_steps=800", *extra],
+        )
+        for seed in (1, 2, 3):
+            result = run_result(arm, seed, 0.8, task="mr", model="minilm", study="other")
+            result.config = identity_config(cfg)
+            write_result(result, results)
+    out = tmp_path / "out"
+    args = ["cpu_minilm_mr/claims", "--results", str(results), "--study", "other", "--out", str(out)]
+    assert compare_main(args) == 0
+    report = (out / "compare.md").read_text()
+    assert "**Runs measured.**" in report and "study `other`" in report
+    lines = [line for line in report.splitlines() if line.startswith("- `")]
+    assert (
+        "- `task.max_steps`: 800 in the runs measured, 250 in this reproduction (full, head_only, lora)"
+        in lines
+    )
+    assert (
+        "- `optimizer.lr_factor`: 0.5 in the runs measured, its default in this reproduction (lora)" in lines
+    )
+    assert not any("`study`" in line or "`reproduction." in line or "`recipe." in line for line in lines)
+    assert json.loads((out / "compare.json").read_text())["measured_study"] == "other"

@@ -23,10 +23,17 @@ from pathlib import Path
 from peftbench import console
 from peftbench.console import entry_point
 from peftbench.errors import ConfigError
-from peftbench.reproduction.compare import compare, to_markdown, write_outputs
-from peftbench.reproduction.plan import Plan, build_plan
+from peftbench.reproduction.compare import Comparison, compare, recipe_differences, to_markdown, write_outputs
+from peftbench.reproduction.plan import Plan, build_plan, compose_experiment
 from peftbench.reproduction.reported import check_against_plan, load_reported
-from peftbench.results import load_results, skip_lines
+from peftbench.results import (
+    RunResult,
+    config_fingerprint,
+    fingerprint_config,
+    identity_config,
+    load_results,
+    skip_lines,
+)
 
 log = logging.getLogger("peftbench")
 
@@ -49,6 +56,37 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _differences(
+    plan: Plan, comparison: Comparison, results: list[RunResult], overrides: Sequence[str]
+) -> list[str]:
+    """For each measured arm, one of the runs it was measured on against the config this reproduction would run
+    for that arm and task (composed, never run): how another study's runs differ from the reproduction's."""
+    arms = {arm.label: arm for arm in plan.arms}
+    pairs = []
+    for summary in comparison.arms:
+        arm = arms.get(summary.method)
+        run = next(
+            (
+                r
+                for r in results
+                if (r.task, r.method) == (summary.task, summary.method)
+                and r.status == "ok"
+                and config_fingerprint(r) == summary.fingerprint
+            ),
+            None,
+        )
+        if arm is None or run is None:
+            continue
+        own = compose_experiment(
+            plan.experiment,
+            [*arm.cli(), f"task={summary.task}", f"seed={run.seed}", *plan.dry_run, *overrides],
+        )
+        pairs.append(
+            (arm.label, fingerprint_config(run.config or {}), fingerprint_config(identity_config(own)))
+        )
+    return recipe_differences(pairs)
+
+
 def run_compare(
     plan: Plan,
     results_dir: str,
@@ -56,6 +94,7 @@ def run_compare(
     dry_run: bool,
     study: str | None = None,
     prefer: str | None = None,
+    overrides: Sequence[str] = (),
 ) -> Path:
     reported = load_reported(plan.reported_path)
     check_against_plan(reported, plan.task_metrics, plan.arm_tasks, plan.model)
@@ -71,6 +110,9 @@ def run_compare(
         skipped=[f"{path}: {reason}" for path, reason in skipped],
         prefer=prefer,
     )
+    if study and study != plan.study:
+        comparison.measured_study = study
+        comparison.differences = _differences(plan, comparison, study_results, overrides)
     target = Path(out) if out else Path(results_dir).parent
     paths = write_outputs(comparison, target)
     print(to_markdown(comparison))
@@ -107,7 +149,15 @@ def compare_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     try:
         plan = build_plan(args.experiment, args.overrides, dry_run=args.dry_run)
-        run_compare(plan, args.results or plan.results_dir, args.out, args.dry_run, args.study, args.prefer)
+        run_compare(
+            plan,
+            args.results or plan.results_dir,
+            args.out,
+            args.dry_run,
+            args.study,
+            args.prefer,
+            args.overrides,
+        )
     except ConfigError as error:
         print(f"peftbench-compare: {error}", file=sys.stderr)
         return 2

@@ -169,6 +169,10 @@ class Comparison:
     confidence: float = CONFIDENCE
     # Files in the results folder that could not be read as results ("path: reason"): counted, never guessed at.
     skipped: list[str] = field(default_factory=list)
+    # Another study whose runs were judged (--study), and where their configuration differs from the one this
+    # reproduction composes for the same arm (``recipe_differences``): the conventions describe its own runs.
+    measured_study: str | None = None
+    differences: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -603,6 +607,49 @@ def compare(
     )
 
 
+# --- another study's runs ---------------------------------------------------------------------------------
+# Keys that describe the study or the reproduction itself, not how a run trained: never a recipe difference.
+NOT_RECIPE = ("study", "reproduction", "recipe")
+_UNSET = object()
+
+
+def _leaves(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict) and data:
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_leaves(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+def _shown(value: Any) -> str:
+    if value is _UNSET:  # identity configs drop keys at their neutral default (lr_factor 1, no head_lr)
+        return "its default"
+    return json.dumps(value, default=str) if isinstance(value, list | dict) else str(value)
+
+
+def recipe_differences(pairs: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> list[str]:
+    """Where runs judged from another study trained differently from this reproduction: one line per key and
+    pair of values, naming the arms it holds for. ``pairs``: (arm, a measured run's config, the config this
+    reproduction composes for that arm and task), both as ``fingerprint_config`` masks them (no seed, no paths).
+
+    Written by hand: the leaderboard compares runs with each other, while this compares a run with a config
+    that never ran; a dotted-key diff of two dicts is all it needs."""
+    arms: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    for arm, measured, own in pairs:
+        left, right = _leaves(measured), _leaves(own)
+        for key in sorted(set(left) | set(right)):
+            if key.split(".")[0] in NOT_RECIPE:
+                continue
+            a, b = left.get(key, _UNSET), right.get(key, _UNSET)
+            if a != b:
+                arms[(key, _shown(a), _shown(b))].append(arm)
+    return [
+        f"`{key}`: {a} in the runs measured, {b} in this reproduction ({', '.join(sorted(names))})"
+        for (key, a, b), names in sorted(arms.items())
+    ]
+
+
 # --- rendering ------------------------------------------------------------------------------------------
 def _num(value: float | None, digits: int = 1) -> str:
     return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
@@ -714,6 +761,20 @@ def to_markdown(comparison: Comparison) -> str:
     methods = _methods_sentence(comparison)
     if methods:
         lines += [methods, ""]
+    if comparison.measured_study:
+        lines += [
+            f"**Runs measured.** These are study `{comparison.measured_study}`'s runs, not this reproduction's "
+            "own: the conventions below describe the reproduction's runs. "
+            + (
+                "Where the measured runs' configuration differs from the one this reproduction composes for "
+                "the same arm and task:"
+                if comparison.differences
+                else "Their configuration matches the one this reproduction composes for every arm measured."
+            ),
+            "",
+        ]
+        if comparison.differences:
+            lines += [*(f"- {d}" for d in comparison.differences), ""]
     if comparison.conventions:
         lines += ["**Conventions**", "", *(f"- {c}" for c in comparison.conventions), ""]
     if comparison.rows:
