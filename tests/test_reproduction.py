@@ -654,3 +654,12 @@ def test_claims_judged_on_another_studys_runs_list_how_their_recipe_differs(tmp_
     )
     assert not any("`study`" in line or "`reproduction." in line or "`recipe." in line for line in lines)
     assert json.loads((out / "compare.json").read_text())["measured_study"] == "other"
+
+
+def test_runs_measured_points_at_conventions_only_where_the_report_prints_some(tmp_path: Path) -> None:
+    comparison = compare(load_reported(_write(tmp_path, REPORTED)), [], "exp")
+    comparison.measured_study = "other"
+    assert "the conventions below describe" in to_markdown(comparison)
+    comparison.conventions = []
+    text = to_markdown(comparison)
+    assert "not this reproduction's own. Their configuration matches" in text and "conventions" not in text

@@ -764,7 +764,11 @@ def to_markdown(comparison: Comparison) -> str:
     if comparison.measured_study:
         lines += [
             f"**Runs measured.** These are study `{comparison.measured_study}`'s runs, not this reproduction's "
-            "own: the conventions below describe the reproduction's runs. "
+            + (
+                "own: the conventions below describe the reproduction's runs. "
+                if comparison.conventions
+                else "own. "
+            )
             + (
                 "Where the measured runs' configuration differs from the one this reproduction composes for "
                 "the same arm and task:"
