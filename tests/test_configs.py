@@ -45,14 +45,15 @@ def test_model_yaml_validates(name: str) -> None:
     ModelConfig.from_cfg(cfg.model)
 
 
-@pytest.mark.parametrize(
-    "experiment",
-    sorted(
+def _study_experiments() -> list[str]:
+    return sorted(
         str(p.relative_to(experiments_dir()).with_suffix(""))
         for p in experiments_dir().rglob("*.yaml")
         if p.name != "reported.yaml"
-    ),
-)
+    )
+
+
+@pytest.mark.parametrize("experiment", _study_experiments())
 def test_experiment_composes(experiment: str) -> None:
     cfg = compose_config([f"experiments={experiment}"], tiny=False)
     assert cfg.study, f"experiment {experiment} sets no study name"
@@ -301,14 +302,6 @@ def test_model_yaml_repeats_no_base_value(path: Path) -> None:
     ]
     assert not repeated, (
         f"{path.relative_to(CONF.parent)} repeats its base's value for: {', '.join(repeated)}"
-    )
-
-
-def _study_experiments() -> list[str]:
-    return sorted(
-        str(p.relative_to(experiments_dir()).with_suffix(""))
-        for p in experiments_dir().rglob("*.yaml")
-        if p.name != "reported.yaml"
     )
 
 

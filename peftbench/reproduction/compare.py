@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from peftbench import stats
+from peftbench.loggers import flat_config
 from peftbench.reproduction.reported import Claim, Reported, ReportedRow
 from peftbench.results import RunResult, config_fingerprint
 
@@ -613,15 +614,6 @@ NOT_RECIPE = ("study", "reproduction", "recipe")
 _UNSET = object()
 
 
-def _leaves(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict) and data:
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(_leaves(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: data}
-
-
 def _shown(value: Any) -> str:
     if value is _UNSET:  # identity configs drop keys at their neutral default (lr_factor 1, no head_lr)
         return "its default"
@@ -637,7 +629,7 @@ def recipe_differences(pairs: list[tuple[str, dict[str, Any], dict[str, Any]]]) 
     that never ran; a dotted-key diff of two dicts is all it needs."""
     arms: dict[tuple[str, str, str], list[str]] = defaultdict(list)
     for arm, measured, own in pairs:
-        left, right = _leaves(measured), _leaves(own)
+        left, right = flat_config(measured), flat_config(own)
         for key in sorted(set(left) | set(right)):
             if key.split(".")[0] in NOT_RECIPE:
                 continue
